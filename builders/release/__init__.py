@@ -1,0 +1,1 @@
+"""Shared machinery for the release datasets (CaD-Inst, CaD-QA): validate, resolve, publish."""

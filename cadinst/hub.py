@@ -1,0 +1,98 @@
+"""``cadvi build cadinst``: the release turned into the Hub layout with a generated card."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+import pyarrow.compute as pc
+
+from builders.release.hub import CardSection, HubConfig, build_hub_folder
+from builders.release.origin import CITATION, package_version
+from builders.release.stats import SummaryStatistics, distinct_images, mean
+from cadinst.builder import load, source_files
+
+CARD_DATA = {
+    "license": "mit",
+    "language": ["en"],
+    "pretty_name": "CaD-Inst",
+    "task_categories": ["image-text-to-text"],
+    "tags": ["multi-image", "instruction-tuning", "llava", "comparison"],
+    "size_categories": ["100K<n<1M"],
+}
+
+
+def build(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    shape: str = "auto",
+    repo_id: str = "ORG/CaD-Inst",
+    overwrite: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, datasets.Dataset]:
+    """Build every phase found in ``source`` into ``out`` (configs ``phase1``, ``phase2``, ``all``)."""
+    phases: dict[str, datasets.Dataset] = {}
+    origins = []
+    for config in ("phase1", "phase2"):
+        try:
+            files = source_files(source, config, revision=revision, shape=shape)
+        except FileNotFoundError:
+            continue
+        phases[config] = load(source, config, revision=revision, shape=shape, cache_dir=cache_dir)
+        origins += [f"{file.path.name} ({file.shape})" for file in files]
+    if not phases:
+        source_files(source, "phase1", revision=revision, shape=shape)  # raises with the expected layout
+    configs = [HubConfig(name, {"train": dataset}, f"data/{name}") for name, dataset in phases.items()]
+    configs.append(HubConfig("all", {}, "data", default=True, reuse=list(phases)))
+    summary = [{"name": name, "rows": len(ds), "images": distinct_images(ds)} for name, ds in phases.items()]
+    if len(phases) > 1:
+        summary.append(
+            {
+                "name": "all",
+                "rows": sum(len(ds) for ds in phases.values()),
+                "images": distinct_images(datasets.concatenate_datasets(list(phases.values()))),
+            }
+        )
+
+    def sections(plots: Path) -> list[CardSection]:
+        return [phase_section(name, dataset, plots) for name, dataset in phases.items()]
+
+    build_hub_folder(
+        Path(out),
+        configs,
+        card_template="card_cadinst.md.jinja",
+        card_data=CARD_DATA,
+        card_variables={
+            "version": package_version(),
+            "origin": f"{source} — {', '.join(origins)}",
+            "configs": summary,
+            "repo_id": repo_id,
+            "citation": CITATION,
+        },
+        sections=sections,
+        overwrite=overwrite,
+    )
+    return phases
+
+
+def summaries(dataset: datasets.Dataset) -> list[str]:
+    """The first gpt answer of every row: the CaD summary."""
+    turns = pc.list_element(dataset.data.column("conversations"), 1)
+    return pc.struct_field(turns, "value").to_pylist()
+
+
+def phase_section(name: str, dataset: datasets.Dataset, plots: Path) -> CardSection:
+    stats = SummaryStatistics.of(summaries(dataset))
+    turns = pc.list_value_length(dataset.data.column("conversations")).to_pylist()
+    scores = [s for s in dataset.data.column("clip_sim_score").to_pylist() if s is not None]
+    table = [
+        ("rows", f"{len(dataset):,}"),
+        ("distinct images", f"{distinct_images(dataset):,}"),
+        ("mean turns per conversation", mean(turns)),
+        ("rows with clip_sim_score", f"{len(scores):,}"),
+        *stats.table(),
+    ]
+    return CardSection(title=name, table=table, plots=[str(p) for p in stats.plot(plots, name)])

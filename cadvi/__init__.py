@@ -1,0 +1,1 @@
+"""The ``cadvi`` command: thin wrappers over the Python calls of the other packages."""
