@@ -57,19 +57,27 @@ def run(workdir: Path | None = None, console: Console | None = None) -> dict[str
     console.rule("[bold]cadvi demo[/bold]: datasets from the bundled samples")
     console.print(f"working folder: {workdir}")
 
-    phases = cadinst.hub.build(CADINST_SAMPLE, workdir / "hub" / "cadinst", repo_id="demo/CaD-Inst",
-                               overwrite=True, cache_dir=workdir / "cache")
-    qa = cadqa.hub.build(CADQA_SAMPLE, workdir / "hub" / "cadqa", repo_id="demo/CaD-QA", overwrite=True,
-                         cache_dir=workdir / "cache")
+    phases = cadinst.hub.build(
+        CADINST_SAMPLE,
+        workdir / "hub" / "cadinst",
+        repo_id="demo/CaD-Inst",
+        overwrite=True,
+        cache_dir=workdir / "cache",
+    )
+    qa = cadqa.hub.build(
+        CADQA_SAMPLE, workdir / "hub" / "cadqa", repo_id="demo/CaD-QA", overwrite=True, cache_dir=workdir / "cache"
+    )
     images = workdir / "images"
     drawn = draw_stand_in_images((n for ds in [*phases.values(), qa] for pair in ds["image"] for n in pair), images)
     console.print(f"drew {drawn} stand-in images into {images} (the release never ships images)")
 
     loaded = {
-        "cadinst/all": datasets.load_dataset(str(workdir / "hub" / "cadinst"), "all", split="train",
-                                             cache_dir=str(workdir / "cache")),
-        "cadqa/test": datasets.load_dataset(str(workdir / "hub" / "cadqa"), split="test",
-                                            cache_dir=str(workdir / "cache")),
+        "cadinst/all": datasets.load_dataset(
+            str(workdir / "hub" / "cadinst"), "all", split="train", cache_dir=str(workdir / "cache")
+        ),
+        "cadqa/test": datasets.load_dataset(
+            str(workdir / "hub" / "cadqa"), split="test", cache_dir=str(workdir / "cache")
+        ),
     }
     loaded = {name: attach_images(ds, images) for name, ds in loaded.items()}
     table = Table(title="Built, then loaded back with datasets.load_dataset")
@@ -77,7 +85,9 @@ def run(workdir: Path | None = None, console: Console | None = None) -> dict[str
         table.add_column(column)
     for name, ds in loaded.items():
         first = ds[0]["images"]
-        table.add_row(name, str(len(ds)), ", ".join(ds.column_names), " + ".join(f"{i.size[0]}x{i.size[1]}" for i in first))
+        table.add_row(
+            name, str(len(ds)), ", ".join(ds.column_names), " + ".join(f"{i.size[0]}x{i.size[1]}" for i in first)
+        )
     console.print(table)
     for folder in ("cadinst", "cadqa"):
         card = workdir / "hub" / folder / "README.md"

@@ -121,14 +121,21 @@ def attach_images(
         bad = set(bad_rows)
         dataset = dataset.filter(lambda _row, index: index not in bad, with_indices=True)
 
-    def add_paths(row: dict) -> dict:
-        return {out_column: [str(resolver.resolve(name)) for name in row[column]]}
+    # A streamed map whose declared features already say Image() is not decoded again by
+    # datasets 5.2 (and cast_column after a map leaves strings): decode with the feature itself.
+    decoder = datasets.Image()
+
+    def add_images(row: dict) -> dict:
+        return {
+            out_column: [
+                decoder.decode_example({"path": str(resolver.resolve(name)), "bytes": None}) for name in row[column]
+            ]
+        }
 
     features = dataset.features.copy() if dataset.features else None
     if features is not None:
-        features[out_column] = datasets.List(datasets.Value("string"))
-    dataset = dataset.map(add_paths, features=features)
-    return dataset.cast_column(out_column, image_feature)
+        features[out_column] = image_feature
+    return dataset.map(add_images, features=features)
 
 
 def _names(dataset: datasets.Dataset | datasets.IterableDataset, column: str) -> list[list[str]]:

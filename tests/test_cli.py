@@ -1,0 +1,77 @@
+"""The ``cadvi`` command as users run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+
+from cadvi.cli import main
+from tests.conftest import CADQA_OFFICIAL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_build_and_publish_dry_run(json_release, tmp_path, capsys):
+    out = tmp_path / "hub"
+    assert (
+        main(["build", "cadinst", "--source", str(json_release), "--out", str(out), "--cache-dir", str(tmp_path / "c")])
+        == 0
+    )
+    assert "phase1 6 rows, phase2 3 rows" in capsys.readouterr().out.replace("\n", " ")
+    assert main(["publish", str(out), "--repo-id", "me/CaD-Inst", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "would upload" in printed and "data/phase2/train-00000-of-00001.parquet" in printed
+
+
+def test_build_errors_are_reported_not_raised(tmp_path, capsys):
+    bad = tmp_path / "CaD_QA_eval.jsonl"
+    bad.write_text('{"image": ["a.jpg"], "text": "hi", "answer": "x", "question_id": "1"}\n')
+    assert main(["build", "cadqa", "--source", str(bad), "--out", str(tmp_path / "o")]) == 1
+    printed = capsys.readouterr().out
+    assert f"{bad}:1:" in printed.replace("\n", "") and "must hold exactly two file names" in printed
+    assert not (tmp_path / "o").exists()
+
+
+def test_build_official_cadqa_with_the_console_script(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out = tmp_path / "cadqa"
+    result = subprocess.run(
+        [
+            Path(sys.executable).parent / "cadvi",
+            "build",
+            "cadqa",
+            "--source",
+            str(CADQA_OFFICIAL),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert datasets.load_dataset(str(out), split="test", cache_dir=str(tmp_path / "c2")).num_rows == 7520
+
+
+def test_demo_runs_offline_end_to_end(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "160"}
+    result = subprocess.run(
+        [Path(sys.executable).parent / "cadvi", "demo", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo finished" in result.stdout
+    assert "cadinst/all" in result.stdout and "cadqa/test" in result.stdout
+    assert "64x64 + 64x64" in result.stdout
+    assert (tmp_path / "hub" / "cadinst" / "README.md").exists()
