@@ -8,6 +8,7 @@ axis.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -104,9 +105,10 @@ def parse_summary(text: str) -> CadSummary | None:
 
 
 def word_count(text: str) -> int:
-    return len(_WORD.findall(text))
+    """Whitespace-separated words, as summary lengths are usually counted (157 in the paper)."""
+    return len(text.split())
 
 
 def opening_words(text: str, n: int) -> str:
     """The first ``n`` words, lower-cased: the "characteristics" of Fig. 3(a)/(b) in the paper."""
-    return " ".join(word.lower() for word in _WORD.findall(text)[:n])
+    return " ".join(match.group().lower() for match in itertools.islice(_WORD.finditer(text), n))

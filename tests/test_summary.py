@@ -72,5 +72,5 @@ def test_axis_normalisation(label, axis):
 
 
 def test_words():
-    assert word_count("Image 1's dog, and 2 cats.") == 6
+    assert word_count("Image 1's dog,\n and  2 cats.") == 6
     assert opening_words("  Both images show", 2) == "both images"

@@ -67,18 +67,35 @@ class ReleaseBuilder(datasets.ArrowBasedBuilder):
         raise NotImplementedError
 
     def _generate_tables(self, files: Sequence[SourceFile]) -> Iterator[tuple[Any, pa.Table]]:
+        """Arrow tables of ``TABLE_ROWS`` rows while every row so far is valid.
+
+        After the first problem nothing more is yielded but reading goes on, so the user gets
+        every problem of every file at once; ``datasets`` then discards the partial split.
+        """
         problems = ProblemCollector()
         schema = self.FEATURES.arrow_schema
         for file_index, file in enumerate(files):
-            rows = list(self.rows(file, problems))
-            if problems:  # keep reading: the user gets every problem of every file at once
-                continue
-            for start in range(0, len(rows), TABLE_ROWS):
-                yield (file_index, start), pa.Table.from_pylist(rows[start : start + TABLE_ROWS], schema=schema)
+            batch: list[dict[str, Any]] = []
+            for row in self.rows(file, problems):
+                if problems:
+                    batch.clear()
+                    continue
+                batch.append(row)
+                if len(batch) == TABLE_ROWS:
+                    yield (file_index, row_key(file_index, batch)), pa.Table.from_pylist(batch, schema=schema)
+                    batch = []
+            if batch and not problems:
+                yield (file_index, row_key(file_index, batch)), pa.Table.from_pylist(batch, schema=schema)
         problems.raise_if_any()
 
 
+def row_key(file_index: int, batch: list[dict[str, Any]]) -> str:
+    first = batch[0]
+    return f"{file_index}:{first.get('id', first.get('question_id'))}"
+
+
 def find_files(root: Path, patterns: Sequence[str]) -> list[Path]:
+    """Files under ``root`` matching any of ``patterns``, in pattern order, without repeats."""
     found: list[Path] = []
     for pattern in patterns:
         found += sorted(Path(p) for p in glob.glob(str(root / pattern), recursive=True) if Path(p).is_file())

@@ -27,6 +27,9 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from prompts import render
 
 MAX_SHARD_BYTES = 256 * 1024 * 1024
+# Small row groups: ``datasets`` reads a parquet file one row group per batch, so ~100 MB
+# default groups set the peak memory of every later ``load_dataset``.
+ROW_GROUP_ROWS = 10_000
 UPLOAD_PATTERNS = ("README.md", "data/**/*.parquet", "plots/*.png")
 
 
@@ -73,7 +76,7 @@ def write_parquet_shards(dataset: datasets.Dataset, folder: Path, split: str) ->
     paths = []
     for index in range(num_shards):
         path = folder / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
-        dataset.shard(num_shards, index, contiguous=True).to_parquet(str(path))
+        dataset.shard(num_shards, index, contiguous=True).to_parquet(str(path), batch_size=ROW_GROUP_ROWS)
         paths.append(path)
     return paths
 
