@@ -112,3 +112,51 @@ def word_count(text: str) -> int:
 def opening_words(text: str, n: int) -> str:
     """The first ``n`` words, lower-cased: the "characteristics" of Fig. 3(a)/(b) in the paper."""
     return " ".join(match.group().lower() for match in itertools.islice(_WORD.finditer(text), n))
+
+
+_IMAGE_1 = re.compile(r"\b(?:image\s*(?:1|one)|first\s+image)\b", re.I)
+_IMAGE_2 = re.compile(r"\b(?:image\s*(?:2|two)|second\s+image)\b", re.I)
+
+
+@dataclass(frozen=True)
+class SummaryBounds:
+    """Length bounds (whitespace words) of an acceptable summary.
+
+    Ours, not the paper's: the release averages 157 words; anything under ``min_words`` has
+    no room for both sections and anything over ``max_words`` is a rambling or looping model.
+    """
+
+    min_words: int = 30
+    max_words: int = 600
+
+
+def check_summary(text: str, bounds: SummaryBounds = SummaryBounds(), *, finish_reason: str = "stop"
+                  ) -> tuple[CadSummary | None, str | None]:
+    """``(summary, None)`` for an acceptable LLM output, ``(None, reason)`` otherwise."""
+    if finish_reason == "length":
+        return None, "truncated: the model hit max_tokens before finishing"
+    words = word_count(text)
+    if words < bounds.min_words:
+        return None, f"too short: {words} words < {bounds.min_words}"
+    if words > bounds.max_words:
+        return None, f"too long: {words} words > {bounds.max_words}"
+    summary = parse_summary(text)
+    if summary is None:
+        return None, "missing a 'Commonalities:' or 'Differences:' section (or in the wrong order)"
+    if not summary.commonalities or not summary.difference_items:
+        return None, "empty 'Commonalities:' or 'Differences:' section"
+    if not _IMAGE_1.search(text) or not _IMAGE_2.search(text):
+        return None, "does not refer to both images ('Image 1' and 'Image 2')"
+    return summary, None
+
+
+def structured(summary: CadSummary) -> dict[str, object]:
+    """``{commonalities, differences: [{axis, text}]}``: the record form of a summary.
+
+    ``axis`` is one of :data:`AXES`, :data:`OTHER` for an unknown label, or None when the
+    model did not label the item.
+    """
+    return {
+        "commonalities": summary.commonalities,
+        "differences": [{"axis": item.axis, "text": item.text} for item in summary.difference_items],
+    }

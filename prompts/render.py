@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -22,7 +23,7 @@ def _environment(search_path: Path) -> SandboxedEnvironment:
     return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(search_path)),
         undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
+        keep_trailing_newline=False,
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -61,9 +62,24 @@ def load_template(name_or_path: str) -> Template:
         if candidate.is_absolute() or ".." in candidate.parts or not path.is_file():
             available = ", ".join(sorted(p.name for p in TEMPLATE_DIR.glob("*.jinja")))
             raise FileNotFoundError(f"no template {name_or_path!r}; package templates: {available}")
+    environment = _environment(path.parent)
     source = path.read_text(encoding="utf-8")
-    compiled = _environment(path.parent).get_template(path.name)
-    return Template(name=name_or_path, source=source, sha256=template_hash(source), compiled=compiled)
+    compiled = environment.get_template(path.name)
+    return Template(name=name_or_path, source=source, sha256=template_hash(_with_includes(environment, path.name)),
+                    compiled=compiled)
+
+
+def _with_includes(environment: SandboxedEnvironment, name: str, seen: frozenset[str] = frozenset()) -> str:
+    """The template's source followed by the sources it includes or imports, recursively.
+
+    The hash must change when an included piece (say the CaD instruction) changes.
+    """
+    source, _, _ = environment.loader.get_source(environment, name)
+    parts = [source]
+    for child in sorted(filter(None, meta.find_referenced_templates(environment.parse(source)))):
+        if child not in seen:
+            parts.append(_with_includes(environment, child, seen | {name}))
+    return "\0".join(parts)
 
 
 def render(name_or_path: str, **variables: Any) -> str:

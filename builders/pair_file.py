@@ -1,0 +1,66 @@
+"""The pairs file between the pairing and generation stages (JSON Lines, one pair per line)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from builders.release.images import UnsafeImageNameError, checked_relative_name
+from builders.release.sources import iter_json_records
+from builders.release.validate import ProblemCollector
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """Two images, their captions, and what made them a pair."""
+
+    pair_id: str
+    images: tuple[str, str]
+    captions: tuple[str, str]
+    shared_nouns: tuple[str, ...] = ()
+    bin: str = ""
+
+    @staticmethod
+    def make_id(first: str, second: str) -> str:
+        """``<stem 1>_<stem 2>``, as CaD-QA's question ids are made."""
+        return f"{Path(first).stem}_{Path(second).stem}"
+
+
+def write_pairs(pairs: Iterable[PairRecord], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(asdict(pair), ensure_ascii=False) + "\n")
+    partial.replace(path)
+    return path
+
+
+def read_pairs(path: str | os.PathLike) -> list[PairRecord]:
+    """Pairs of a pairs file; every bad line is reported at once as ``file:row: reason``."""
+    path = Path(path)
+    problems = ProblemCollector()
+    pairs = []
+    for row, record in iter_json_records(path, problems):
+        try:
+            pair = PairRecord(record["pair_id"], _two(record["images"]), _two(record["captions"]),
+                              tuple(record.get("shared_nouns", ())), str(record.get("bin", "")))
+            for name in pair.images:
+                checked_relative_name(name)
+        except (KeyError, TypeError, ValueError, UnsafeImageNameError) as error:
+            problems.add(str(path), row, f"not a pair record ({type(error).__name__}: {error})")
+            continue
+        problems.check_unique(str(path), row, "pair_id", pair.pair_id)
+        pairs.append(pair)
+    problems.raise_if_any()
+    return pairs
+
+
+def _two(values: Sequence[str]) -> tuple[str, str]:
+    if not isinstance(values, list) or len(values) != 2 or not all(isinstance(v, str) and v for v in values):
+        raise ValueError(f"expected two non-empty strings, got {values!r}")
+    return values[0], values[1]
