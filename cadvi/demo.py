@@ -1,13 +1,14 @@
 """``cadvi demo``: the whole pipeline, offline, on the samples bundled in the package.
 
-For now (the dataset foundation): build CaD-Inst and CaD-QA from the bundled samples in the
-release formats into the Hub layout, draw stand-in images for their file names, load the built
-folders back with ``datasets.load_dataset`` (images resolved) and print the statistics.
+Localized-Narratives-style captions (ours) -> spaCy nouns -> noun-overlap pairs -> phase-1
+generation through the transformers backend -> two-turn conversations -> the CaD-Inst Hub
+layout -> ``datasets.load_dataset`` with stand-in images; CaD-QA from its bundled sample.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,11 +20,22 @@ from rich.table import Table
 
 import cadinst.hub
 import cadqa.hub
+from builders.export import export_phase1
+from builders.llm.base import Sampling, make_backend
+from builders.nouns import DEFAULT_STOP_NOUNS
+from builders.pairs import Bin, PairingConfig
+from builders.phase1 import Phase1Settings, run_phase1
 from builders.release.images import attach_images, checked_relative_name
+from builders.stages import nouns_stage, pairs_stage
+from cadvi.demo_model import build_parrot
+from prompts import render
 
 SAMPLES = Path(__file__).resolve().parent.parent
 CADINST_SAMPLE = SAMPLES / "cadinst" / "sample"
 CADQA_SAMPLE = SAMPLES / "cadqa" / "sample" / "CaD_QA_eval_sample.jsonl"
+NARRATIVES = Path(__file__).resolve().parent / "sample" / "narratives.jsonl"
+# 16 images: small quotas so every bin can be shown.
+DEMO_BINS = (Bin("low", 1, 2, 0.25), Bin("medium", 3, 4, 0.5), Bin("high", 5, None, 0.25))
 
 
 def draw_stand_in_images(names: Iterable[str], root: Path, size: int = 64) -> int:
@@ -48,17 +60,59 @@ def draw_stand_in_images(names: Iterable[str], root: Path, size: int = 64) -> in
     return count
 
 
-def run(workdir: Path | None = None, console: Console | None = None) -> dict[str, datasets.Dataset]:
-    """Run the demo in ``workdir`` (a temporary folder by default); returns the loaded datasets."""
+def run(
+    workdir: Path | None = None, console: Console | None = None, model: str | None = None
+) -> dict[str, datasets.Dataset]:
+    """Run the demo in ``workdir`` (a temporary folder by default); returns the loaded datasets.
+
+    captions -> nouns -> pairs -> generation (transformers backend) -> conversations -> CaD-Inst
+    build -> ``load_dataset``; CaD-QA is built from its bundled sample.
+    """
     console = console or Console()
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="cadvi-demo-"))
-    workdir = Path(workdir)
-    console.rule("[bold]cadvi demo[/bold]: datasets from the bundled samples")
+    workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="cadvi-demo-"))
+    console.rule("[bold]cadvi demo[/bold]: the phase-1 pipeline on bundled captions, offline")
     console.print(f"working folder: {workdir}")
 
-    phases = cadinst.hub.build(
-        CADINST_SAMPLE,
+    records = nouns_stage(
+        NARRATIVES, workdir / "nouns.jsonl", stop_nouns=DEFAULT_STOP_NOUNS, cache_dir=workdir / "cache" / "nouns"
+    )
+    console.print(
+        f"[bold]1. nouns[/bold]: {len(records)} images, e.g. {records[0].image}: {', '.join(records[0].nouns)}"
+    )
+    config = PairingConfig(num_pairs=8, max_uses_per_image=2, bins=DEMO_BINS, seed=0)
+    pairs, report = pairs_stage(workdir / "nouns.jsonl", workdir / "pairs.jsonl", config=config)
+    console.print(
+        f"[bold]2. pairs[/bold]: {len(pairs)} pairs; per bin: " + ", ".join(f"{b.name} {b.pairs}" for b in report.bins)
+    )
+
+    settings = Phase1Settings(sampling=Sampling(max_tokens=256, temperature=0.0, seed=0))
+    if model is None:
+        model_path = stand_in_model(workdir / "models" / "parrot", [p.captions for p in pairs])
+        console.print(
+            "[bold yellow]3. generation with a STAND-IN model[/bold yellow]: no real LLM can be downloaded "
+            "offline, so the demo uses a tiny random model fitted for a few seconds on the bundled sample "
+            "summaries. Its text is not meaningful; the pipeline around it is the real one. Use --model "
+            "for a real model, or see the README for Mixtral on GPUs."
+        )
+    else:
+        model_path = model
+        console.print(f"[bold]3. generation[/bold] with {model}")
+    backend = make_backend("transformers", str(model_path), batch_size=4)
+    try:
+        summary = run_phase1(pairs, backend, workdir / "run", settings, console=console)
+    finally:
+        backend.close()
+    console.print(f"   {summary.line()}")
+    if summary.valid == 0 and not summary.already_done:
+        console.print(
+            f"[red]no summary passed validation; nothing to export[/red] (rejects: {workdir / 'run' / 'rejects'})"
+        )
+        return {}
+    exported = export_phase1(workdir / "run", workdir / "release", overwrite=True)
+    console.print(f"[bold]4. conversations[/bold]: {exported} two-turn conversations in {workdir / 'release'}")
+
+    cadinst.hub.build(
+        workdir / "release",
         workdir / "hub" / "cadinst",
         repo_id="demo/CaD-Inst",
         overwrite=True,
@@ -67,34 +121,53 @@ def run(workdir: Path | None = None, console: Console | None = None) -> dict[str
     qa = cadqa.hub.build(
         CADQA_SAMPLE, workdir / "hub" / "cadqa", repo_id="demo/CaD-QA", overwrite=True, cache_dir=workdir / "cache"
     )
-    images = workdir / "images"
-    drawn = draw_stand_in_images((n for ds in [*phases.values(), qa] for pair in ds["image"] for n in pair), images)
-    console.print(f"drew {drawn} stand-in images into {images} (the release never ships images)")
-
     loaded = {
-        "cadinst/all": datasets.load_dataset(
-            str(workdir / "hub" / "cadinst"), "all", split="train", cache_dir=str(workdir / "cache")
+        "cadinst/phase1": datasets.load_dataset(
+            str(workdir / "hub" / "cadinst"), "phase1", split="train", cache_dir=str(workdir / "cache")
         ),
         "cadqa/test": datasets.load_dataset(
             str(workdir / "hub" / "cadqa"), split="test", cache_dir=str(workdir / "cache")
         ),
     }
+    images = workdir / "images"
+    drawn = draw_stand_in_images((n for ds in loaded.values() for pair in ds["image"] for n in pair), images)
+    console.print(
+        f"[bold]5. datasets[/bold]: built the Hub layout; drew {drawn} stand-in images into {images} "
+        f"(the release never ships images); {len(qa)} CaD-QA questions from the bundled sample"
+    )
     loaded = {name: attach_images(ds, images) for name, ds in loaded.items()}
     table = Table(title="Built, then loaded back with datasets.load_dataset")
     for column in ("dataset", "rows", "columns", "first pair (decoded)"):
         table.add_column(column)
     for name, ds in loaded.items():
         first = ds[0]["images"]
-        table.add_row(
-            name, str(len(ds)), ", ".join(ds.column_names), " + ".join(f"{i.size[0]}x{i.size[1]}" for i in first)
-        )
+        sizes = " + ".join(f"{i.size[0]}x{i.size[1]}" for i in first)
+        table.add_row(name, str(len(ds)), ", ".join(ds.column_names), sizes)
     console.print(table)
+    first = loaded["cadinst/phase1"][0]["conversations"]
+    console.print("[bold]first generated conversation[/bold]:")
+    for turn in first:
+        console.print(f"  [cyan]{turn['from']}[/cyan]: {turn['value']}", highlight=False)
     for folder in ("cadinst", "cadqa"):
         card = workdir / "hub" / folder / "README.md"
         console.print(f"[bold]{folder}[/bold] card: {card}")
         console.print(_statistics_excerpt(card.read_text()))
     console.print("[green]demo finished[/green]: the Hub folders above are what `cadvi publish` uploads")
     return loaded
+
+
+def stand_in_model(path: Path, captions: list[tuple[str, str]]) -> Path:
+    """The tiny stand-in, fitted on the bundled sample summaries with prompts of the demo's pairs."""
+    rows = [json.loads(p.read_text()) for p in sorted((CADINST_SAMPLE / "json_files").glob("*.json"))]
+    summaries = [row["conversations"][1]["value"] for rows_ in rows for row in rows_]
+    examples = [
+        (
+            render("phase1.jinja", caption_1=captions[i % len(captions)][0], caption_2=captions[i % len(captions)][1]),
+            text,
+        )
+        for i, text in enumerate(summaries)
+    ]
+    return build_parrot(path, examples)
 
 
 def _statistics_excerpt(card: str) -> str:

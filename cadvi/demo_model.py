@@ -18,7 +18,7 @@ from builders.llm.tiny import build_tiny_chat_model
 MARKER = "cadvi_parrot.json"
 
 
-def build_parrot(path: Path, examples: Sequence[tuple[str, str]], *, steps: int = 120, seed: int = 0) -> Path:
+def build_parrot(path: Path, examples: Sequence[tuple[str, str]], *, steps: int = 300, seed: int = 0) -> Path:
     """A tiny chat model in ``path`` fitted on ``(prompt, answer)`` examples (reused if already built)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -49,11 +49,13 @@ def build_parrot(path: Path, examples: Sequence[tuple[str, str]], *, steps: int 
 def _tokenize(tokenizer, prompt: str, answer: str):
     import torch
 
-    prefix = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-    full = tokenizer.apply_chat_template([{"role": "user", "content": prompt},
-                                          {"role": "assistant", "content": answer}], tokenize=False)
+    prefix = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], tokenize=False
+    )
     prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    labels = [-100] * len(prefix_ids) + ids[len(prefix_ids):]
+    labels = [-100] * len(prefix_ids) + ids[len(prefix_ids) :]
     return torch.tensor([ids]), torch.tensor([labels])

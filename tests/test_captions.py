@@ -13,14 +13,17 @@ from tests.conftest import SHARED
 REAL = SHARED / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
 
 
-@pytest.mark.parametrize(("dataset_id", "image_id", "name"), [
-    ("open_images", "0000a1b2c3d4e5f6", "0000a1b2c3d4e5f6.jpg"),
-    ("mscoco_train2017", "139", "000000000139.jpg"),
-    ("coco_val2017", "292416", "000000292416.jpg"),
-    ("flickr30k", "1000092795", "1000092795.jpg"),
-    ("ADE20k", "ADE_train_00009414", "ADE_train_00009414.jpg"),
-    ("ade20k", "9414", "ADE_train_00009414.jpg"),
-])
+@pytest.mark.parametrize(
+    ("dataset_id", "image_id", "name"),
+    [
+        ("open_images", "0000a1b2c3d4e5f6", "0000a1b2c3d4e5f6.jpg"),
+        ("mscoco_train2017", "139", "000000000139.jpg"),
+        ("coco_val2017", "292416", "000000292416.jpg"),
+        ("flickr30k", "1000092795", "1000092795.jpg"),
+        ("ADE20k", "ADE_train_00009414", "ADE_train_00009414.jpg"),
+        ("ade20k", "9414", "ADE_train_00009414.jpg"),
+    ],
+)
 def test_localized_narratives_file_names(dataset_id, image_id, name):
     assert localized_narratives_file_name(dataset_id, image_id) == name
 
@@ -29,13 +32,20 @@ def test_localized_narratives_are_grouped_per_image(tmp_path):
     path = tmp_path / "coco_train_captions.jsonl"
     rows = [
         {"dataset_id": "mscoco", "image_id": "139", "annotator_id": 1, "caption": "In this picture I can see a TV."},
-        {"dataset_id": "mscoco", "image_id": "139", "annotator_id": 2, "caption": "In this image there is a room "
-         "with a television,  chairs and a plant."},
+        {
+            "dataset_id": "mscoco",
+            "image_id": "139",
+            "annotator_id": 2,
+            "caption": "In this image there is a room with a television,  chairs and a plant.",
+        },
         {"dataset_id": "open_images", "image_id": "7df2bc41b2093a4e", "caption": "I can see a dog."},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     first = read_captions(path)
-    assert [(c.image, c.source) for c in first] == [("000000000139.jpg", "coco"), ("7df2bc41b2093a4e.jpg", "open_images")]
+    assert [(c.image, c.source) for c in first] == [
+        ("000000000139.jpg", "coco"),
+        ("7df2bc41b2093a4e.jpg", "open_images"),
+    ]
     assert first[0].caption == "In this picture I can see a TV."
     longest = read_captions(path, choose="longest")
     assert longest[0].caption == "In this image there is a room with a television, chairs and a plant."
@@ -43,14 +53,23 @@ def test_localized_narratives_are_grouped_per_image(tmp_path):
 
 def test_coco_caption_file(tmp_path):
     path = tmp_path / "captions_train2017.json"
-    path.write_text(json.dumps({
-        "images": [{"id": 9, "file_name": "000000000009.jpg"}, {"id": 25, "file_name": "000000000025.jpg"}],
-        "annotations": [{"image_id": 25, "caption": "A giraffe eating leaves."},
-                        {"image_id": 9, "caption": "A lunch box."}, {"image_id": 9, "caption": "Food in a tray."}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 9, "file_name": "000000000009.jpg"}, {"id": 25, "file_name": "000000000025.jpg"}],
+                "annotations": [
+                    {"image_id": 25, "caption": "A giraffe eating leaves."},
+                    {"image_id": 9, "caption": "A lunch box."},
+                    {"image_id": 9, "caption": "Food in a tray."},
+                ],
+            }
+        )
+    )
     captions = read_captions(path)
-    assert [(c.image, c.caption) for c in captions] == [("000000000025.jpg", "A giraffe eating leaves."),
-                                                         ("000000000009.jpg", "A lunch box.")]
+    assert [(c.image, c.caption) for c in captions] == [
+        ("000000000025.jpg", "A giraffe eating leaves."),
+        ("000000000009.jpg", "A lunch box."),
+    ]
 
 
 def test_real_captions_file_with_caption_lists():
@@ -62,8 +81,10 @@ def test_real_captions_file_with_caption_lists():
 
 def test_bad_rows_are_all_reported(tmp_path):
     path = tmp_path / "mine.jsonl"
-    path.write_text('{"image": "a.jpg", "caption": "ok"}\n{"image": "../b.jpg", "caption": "x"}\n'
-                    '{"caption": "no image"}\n{"image": "c.jpg", "caption": "  "}\nnot json\n')
+    path.write_text(
+        '{"image": "a.jpg", "caption": "ok"}\n{"image": "../b.jpg", "caption": "x"}\n'
+        '{"caption": "no image"}\n{"image": "c.jpg", "caption": "  "}\nnot json\n'
+    )
     with pytest.raises(ReleaseValidationError) as caught:
         read_captions(path)
     text = str(caught.value)

@@ -33,11 +33,14 @@ Differences:
 - Image 2 shows a single black and white cow lying down under a large tree."""
 
 
-@pytest.mark.parametrize(("text", "axes"), [
-    (PARAGRAPH, ["object types", "counting the objects", "object actions", "relative positions between objects"]),
-    (NUMBERED, ["object attributes", "counting the objects", "object locations"]),
-    (UNLABELLED, [None, None]),
-])
+@pytest.mark.parametrize(
+    ("text", "axes"),
+    [
+        (PARAGRAPH, ["object types", "counting the objects", "object actions", "relative positions between objects"]),
+        (NUMBERED, ["object attributes", "counting the objects", "object locations"]),
+        (UNLABELLED, [None, None]),
+    ],
+)
 def test_real_summary_shapes_are_accepted(text, axes):
     summary, reason = check_summary(text, SummaryBounds(min_words=20))
     assert reason is None
@@ -46,13 +49,16 @@ def test_real_summary_shapes_are_accepted(text, axes):
     assert record["commonalities"]
 
 
-@pytest.mark.parametrize(("text", "finish", "reason"), [
-    (PARAGRAPH, "length", "truncated"),
-    ("Commonalities:\nBoth.\n\nDifferences:\n1. Image 1 vs Image 2.", "stop", "too short"),
-    (PARAGRAPH.replace("Differences:", "Other things:"), "stop", "missing a 'Commonalities:'"),
-    (PARAGRAPH.replace("Image 2", "the other picture"), "stop", "does not refer to both images"),
-    ("word " * 700, "stop", "too long"),
-])
+@pytest.mark.parametrize(
+    ("text", "finish", "reason"),
+    [
+        (PARAGRAPH, "length", "truncated"),
+        ("Commonalities:\nBoth.\n\nDifferences:\n1. Image 1 vs Image 2.", "stop", "too short"),
+        (PARAGRAPH.replace("Differences:", "Other things:"), "stop", "missing a 'Commonalities:'"),
+        (PARAGRAPH.replace("Image 2", "the other picture"), "stop", "does not refer to both images"),
+        ("word " * 700, "stop", "too long"),
+    ],
+)
 def test_bad_summaries_are_rejected_with_a_reason(text, finish, reason):
     summary, why = check_summary(text, SummaryBounds(min_words=20), finish_reason=finish)
     assert summary is None and reason in why

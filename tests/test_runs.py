@@ -32,7 +32,7 @@ def test_other_settings_refuse_to_resume(tmp_path):
         RunStore(tmp_path, {"model": "m", "seed": 1})
 
 
-@pytest.mark.parametrize("tail", [b'{"key": "k3", "te', b'{"key": "k3"', b'garbage\n'])
+@pytest.mark.parametrize("tail", [b'{"key": "k3", "te', b'{"key": "k3"', b"garbage\n"])
 def test_torn_last_line_is_cut(tmp_path, tail):
     path = tmp_path / "shard.jsonl"
     path.write_bytes(b'{"key": "k1"}\n{"key": "k2"}\n' + tail)
@@ -53,9 +53,10 @@ def test_store_repairs_a_torn_shard_before_appending(tmp_path):
 
 def test_shards_partition_the_keys(tmp_path):
     keys = [request_key(i) for i in range(200)]
-    owners = [[k for k in keys if RunStore(tmp_path / f"s{i}", {}, num_shards=3, shard_index=i).mine(k)]
-              for i in range(3)]
-    assert sorted(sum(owners, [])) == sorted(keys)
+    owners = [
+        [k for k in keys if RunStore(tmp_path / f"s{i}", {}, num_shards=3, shard_index=i).mine(k)] for i in range(3)
+    ]
+    assert sorted(k for part in owners for k in part) == sorted(keys)
     assert all(40 < len(part) < 90 for part in owners)
     assert all(shard_of(k, 3) == i for i, part in enumerate(owners) for k in part)
     with pytest.raises(ValueError, match="outside"):

@@ -1,0 +1,372 @@
+"""Any OpenAI-compatible chat server: ``vllm serve``, ``transformers serve``, hosted APIs.
+
+The official ``openai`` client does the HTTP; retries are ours (the client's own are off) so that one
+policy covers every server: exponential backoff with jitter on 429, 408/409, 5xx, timeouts and
+dropped or refused connections, a bounded number of attempts, then a :class:`Result` with ``error``
+set. A long generation run therefore survives a server restart, and never dies or loses a row
+because of one bad request. At most ``max_concurrency`` requests are in flight.
+
+The client runs on an event loop in a background thread that lives as long as the backend;
+:meth:`OpenAIBackend.generate` is a plain generator that reads requests lazily (a bounded window
+ahead of the results) and yields results in completion order.
+
+Server differences handled here (checked against ``transformers serve`` of transformers 5.24):
+
+* vLLM (>= 0.12) takes structured outputs as ``extra_body={"structured_outputs": {"json": schema}}``
+  (the old ``guided_json`` is silently ignored). A server that rejects the field (``transformers
+  serve`` answers 422 "Unexpected fields") gets it dropped, with one warning, and the request resent.
+* ``transformers serve`` returns the matched stop string inside the text; vLLM and OpenAI do not.
+  Text is cut at the first stop string so every server gives the same answer.
+* A chat template without a system role (Mixtral's original) makes the server fail the request
+  (``transformers serve``: a bare 500, which looks transient). With ``fold_system=None`` (the
+  default) the first request with a system message is preceded by a one-token probe; if the server
+  fails it but accepts the folded version, every later request is folded (one warning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import random
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from builders.llm.base import Closing, Request, Result, WarnOnce, cut_at_stop, fold_system_prompt
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 429})  # plus every 5xx
+PLACEHOLDER_API_KEY = "EMPTY"  # local servers ignore the key, but the client insists on one
+# How servers say a request field is unknown (transformers serve: "Unexpected fields in the request";
+# pydantic-based servers: "Extra inputs are not permitted"; OpenAI: "Unrecognized request argument").
+_UNKNOWN_FIELD = re.compile(r"unexpected field|unrecognized|unknown (field|param|arg)|extra|not permitted", re.I)
+_END = object()
+
+
+class OpenAIBackend(Closing):
+    """``AsyncOpenAI`` chat completions with our own bounded retries and a bounded number in flight."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 16,
+        max_attempts: int = 8,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        timeout: float = 600.0,
+        fold_system: bool | None = None,
+        structured_outputs: bool = True,
+        extra_body: dict[str, Any] | None = None,
+        http_client: Any = None,
+    ) -> None:
+        """Settings:
+
+        * ``api_key_env``: name of the environment variable holding the key (read now, never stored in
+          settings or logged); unset means the placeholder ``"EMPTY"`` that local servers accept.
+        * ``max_attempts``: tries per request, the first included; the wait before try ``n + 1`` is
+          ``min(backoff_max, backoff_base * 2**(n - 1))``, jittered to between half and all of it,
+          and never shorter than a 429's ``Retry-After``.
+        * ``timeout``: seconds per HTTP attempt (a long summary on a busy server takes minutes).
+        * ``fold_system``: fold system messages into the first user turn; ``None`` probes the server.
+        * ``structured_outputs``: send ``Sampling.json_schema`` the vLLM way; ``False`` never sends it.
+        * ``extra_body``: merged into every request (e.g. ``{"top_k": 50}`` for vLLM).
+        * ``http_client``: an ``openai.DefaultAsyncHttpxClient(...)`` for proxies or instrumentation.
+        """
+        import openai
+
+        if max_concurrency < 1 or max_attempts < 1:
+            raise ValueError("max_concurrency and max_attempts must be >= 1")
+        self.model = str(model)
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.max_concurrency = max_concurrency
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.timeout = timeout
+        self.fold_system = fold_system
+        self.structured_outputs = structured_outputs
+        self.extra_body = dict(extra_body or {})
+        self._warn = WarnOnce(logger)
+        self._random = random.Random()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="cadvi-openai-loop", daemon=True)
+        self._thread.start()
+        self._semaphore: asyncio.Semaphore | None = None
+        self._probe_lock: asyncio.Lock | None = None
+        # The key goes straight into the client; it is not kept on this object (describe(), repr, pickles).
+        self._client = openai.AsyncOpenAI(
+            api_key=os.environ.get(api_key_env) or PLACEHOLDER_API_KEY,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=0,
+            http_client=http_client,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "base_url": self.base_url,
+            "api_key_env": self.api_key_env,
+            "max_concurrency": self.max_concurrency,
+            "max_attempts": self.max_attempts,
+            "backoff_base": self.backoff_base,
+            "backoff_max": self.backoff_max,
+            "timeout": self.timeout,
+            "fold_system": self.fold_system,
+            "structured_outputs": self.structured_outputs,
+            "extra_body": self.extra_body,
+        }
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._loop.close()
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """Keep ``2 * max_concurrency`` requests submitted, yield results as they finish.
+
+        Requests are read from ``requests`` in this (the caller's) thread, so a lazy generator is fine
+        and backpressure holds: a run over 350K prompts never has more than a window of them queued.
+        If the caller stops early, the requests still pending are cancelled.
+        """
+        done: queue.SimpleQueue[tuple[concurrent.futures.Future, Result]] = queue.SimpleQueue()
+        pending: set[concurrent.futures.Future] = set()
+        iterator = iter(requests)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < 2 * self.max_concurrency:
+                    request = next(iterator, _END)
+                    if request is _END:
+                        exhausted = True
+                        break
+                    future = asyncio.run_coroutine_threadsafe(self._complete(request), self._loop)
+                    pending.add(future)
+                    future.add_done_callback(lambda f, r=request: done.put((f, _outcome(f, r))))
+                if not pending:
+                    return
+                future, result = done.get()
+                pending.discard(future)
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
+
+    async def _complete(self, request: Request) -> Result:
+        if self._semaphore is None:  # created on the loop they are used on
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+            self._probe_lock = asyncio.Lock()
+        async with self._semaphore:
+            return await self._with_retries(request)
+
+    async def _with_retries(self, request: Request) -> Result:
+        import openai
+
+        has_system = any(message.get("role") == "system" for message in request.messages)
+        attempt = 0
+        while True:
+            if has_system and self.fold_system is None:
+                await self._probe_system_role()
+            kwargs = self._create_kwargs(request)  # rebuilt: folding or structured outputs may have changed
+            attempt += 1
+            try:
+                response = await self._client.chat.completions.create(**kwargs)
+                return self._to_result(request, response)
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as error:
+                if "structured_outputs" in kwargs.get("extra_body", {}) and _rejects_field(error, "structured_outputs"):
+                    self.structured_outputs = False
+                    self._warn(
+                        "json_schema", "server at %s rejects structured_outputs: json_schema ignored", self.base_url
+                    )
+                    attempt -= 1  # the server never ran this one
+                    continue
+                return self._give_up(request, error, attempt)
+            except Exception as error:
+                if not _retryable(error) or attempt >= self.max_attempts:
+                    return self._give_up(request, error, attempt)
+                delay = self._backoff(attempt, error)
+                logger.info(
+                    "request %s: %s (attempt %d/%d); retrying in %.2fs",
+                    request.key,
+                    _summary(error),
+                    attempt,
+                    self.max_attempts,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _probe_system_role(self) -> None:
+        """Decide ``fold_system`` from how the server takes a one-token request with a system message.
+
+        Accepted: no folding. Failed (any 4xx/5xx but 408/409/429) while the folded form is accepted:
+        fold from now on. Unreachable or busy server: no verdict yet, the next attempt probes again.
+        """
+        assert self._probe_lock is not None
+        async with self._probe_lock:
+            if self.fold_system is not None:
+                return
+            messages = ({"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hello."})
+            plain = await self._probe(messages)
+            if plain is None:
+                self.fold_system = False
+            elif _is_answer(plain):
+                folded = await self._probe(fold_system_prompt(messages))
+                if folded is None:
+                    self.fold_system = True
+                    logger.warning(
+                        "server at %s fails a system message (%s) but takes it folded: folding system prompts",
+                        self.base_url,
+                        _summary(plain),
+                    )
+                elif _is_answer(folded):  # fails either way: not a template problem, leave the messages alone
+                    self.fold_system = False
+
+    async def _probe(self, messages: tuple[dict, ...]) -> Exception | None:
+        """The error of a one-token request (None when it worked); a dropped connection is tried again.
+
+        ``transformers serve`` closes the connection after a 500 without saying so: the next request on
+        that pooled connection fails with a ReadError, which says nothing about the request.
+        """
+        import openai
+
+        error: Exception | None = None
+        for _ in range(3):
+            try:
+                await self._client.chat.completions.create(
+                    model=self.model, messages=[dict(m) for m in messages], max_tokens=1, temperature=0.0
+                )
+                return None
+            except openai.APIConnectionError as dropped:
+                error = dropped
+                await asyncio.sleep(0.05)
+            except Exception as failed:
+                return failed
+        return error
+
+    def _create_kwargs(self, request: Request) -> dict[str, Any]:
+        sampling = request.sampling
+        messages = fold_system_prompt(request.messages) if self.fold_system else request.messages
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [dict(message) for message in messages],
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
+        if sampling.seed is not None:
+            kwargs["seed"] = sampling.seed
+        if sampling.stop:
+            kwargs["stop"] = list(sampling.stop)
+        extra_body = dict(self.extra_body)
+        if sampling.json_schema is not None:
+            if self.structured_outputs:
+                extra_body["structured_outputs"] = {"json": sampling.json_schema}
+            else:
+                self._warn("json_schema", "structured outputs are off for %s: json_schema ignored", self.base_url)
+        if extra_body:
+            kwargs["extra_body"] = extra_body
+        return kwargs
+
+    def _to_result(self, request: Request, response: Any) -> Result:
+        if not response.choices:
+            return Result.failure(request.key, "server returned no choices")
+        choice = response.choices[0]
+        text, cut = cut_at_stop(choice.message.content or "", request.sampling.stop)
+        usage = response.usage
+        return Result(
+            key=request.key,
+            text=text,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason="stop" if cut else (choice.finish_reason or "stop"),
+        )
+
+    def _backoff(self, attempt: int, error: Exception) -> float:
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        delay = self._random.uniform(delay / 2, delay)
+        retry_after = _retry_after(error)
+        return max(delay, min(retry_after, self.backoff_max)) if retry_after is not None else delay
+
+    def _give_up(self, request: Request, error: Exception, attempt: int) -> Result:
+        message = f"{_summary(error)} after {attempt} attempt{'s' if attempt > 1 else ''}"
+        logger.warning("request %s failed: %s", request.key, message)
+        return Result.failure(request.key, message)
+
+
+def _retryable(error: Exception) -> bool:
+    import openai
+
+    if isinstance(error, openai.APIConnectionError):  # refused, dropped, timed out (APITimeoutError)
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in RETRY_STATUS or error.status_code >= 500
+    return False
+
+
+def _is_answer(error: Exception) -> bool:
+    """Whether the server answered the request itself (a 4xx/5xx about it), not that it is busy or away."""
+    import openai
+
+    return isinstance(error, openai.APIStatusError) and error.status_code not in RETRY_STATUS
+
+
+def _retry_after(error: Exception) -> float | None:
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # an HTTP date: rare enough to fall back to our own backoff
+        return None
+
+
+def _rejects_field(error: Exception, field: str) -> bool:
+    """A 400/422 saying ``field`` is not part of the API, as opposed to a bad value in it (an invalid schema)."""
+    text = _error_text(error)
+    return field in text and _UNKNOWN_FIELD.search(text) is not None
+
+
+def _error_text(error: Exception) -> str:
+    """The message with the server's answer: openai 3 leaves the response body out of ``str(error)``."""
+    text = str(error)
+    body = getattr(error, "body", None)
+    if body is not None and str(body) not in text:
+        text = f"{text} - {body}"
+    return text
+
+
+def _summary(error: Exception) -> str:
+    status = getattr(error, "status_code", None)
+    lines = _error_text(error).splitlines()
+    return f"{type(error).__name__}{f' {status}' if status else ''}: {lines[0][:300] if lines else ''}"
+
+
+def _outcome(future: concurrent.futures.Future, request: Request) -> Result:
+    """The result of a finished future; a crash or cancellation still yields a result for the request."""
+    if future.cancelled():
+        return Result.failure(request.key, "cancelled")
+    error = future.exception()
+    if error is not None:
+        logger.warning("request %s crashed: %r", request.key, error)
+        return Result.failure(request.key, f"{type(error).__name__}: {error}")
+    return future.result()

@@ -1,0 +1,216 @@
+"""transformers in-process: the embedded default for small runs, the demo and tests (CPU or one GPU).
+
+Requests are read in windows, grouped by sampling settings (one ``generate`` call takes one
+generation config), sorted by prompt length to waste little padding, and run in left-padded
+batches. Prompts come from the model's own chat template (which already holds BOS, so they are
+tokenised without special tokens); a template that rejects the system role gets it folded in.
+
+Seeds: ``generate`` samples from torch's global generator, so a sampled batch runs under
+``torch.random.fork_rng`` seeded with the seed of the batch's first request. A sampled output is
+therefore reproducible for the same batch composition, but not per request: the same request
+batched with other neighbours draws different tokens. Greedy decoding (``temperature == 0``) is
+deterministic and, up to float rounding, independent of batching.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from builders.llm.base import (
+    Closing,
+    Request,
+    Result,
+    Sampling,
+    WarnOnce,
+    chat_template_accepts_system,
+    cut_at_stop,
+    fold_system_prompt,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class TransformersBackend(Closing):
+    """``AutoModelForCausalLM`` + ``generate``: batched, greedy or seeded sampling, stop strings, real token counts."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 8,
+        device: str | None = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        fold_system: bool | None = None,
+        window: int | None = None,
+        **model_options: Any,
+    ) -> None:
+        """``fold_system=None`` probes the chat template; ``window`` is how many requests are read and
+        regrouped at a time (default ``4 * batch_size``); ``model_options`` go to ``from_pretrained``
+        (e.g. ``device_map="auto"`` to spread a model over several GPUs, ``attn_implementation``)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = str(model)
+        self.batch_size = batch_size
+        self.window = window or 4 * batch_size
+        self.trust_remote_code = trust_remote_code
+        self.model_options = model_options
+        self._warn = WarnOnce(logger)
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model, trust_remote_code=trust_remote_code)
+        self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
+        self.lm = AutoModelForCausalLM.from_pretrained(
+            self.model, dtype=dtype, trust_remote_code=trust_remote_code, **model_options
+        )
+        if "device_map" not in model_options:  # accelerate placed it otherwise
+            self.lm.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.lm.eval()
+        self.device = str(self.lm.device)  # where inputs go (the first layer's device with a device_map)
+        self.dtype = str(self.lm.dtype).removeprefix("torch.")
+
+        eos = self.lm.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids: frozenset[int] = frozenset([eos] if isinstance(eos, int) else (eos or []))
+        if self.tokenizer.pad_token_id is None:  # Mistral/Mixtral tokenizers ship without a pad token
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.pad_id: int = self.tokenizer.pad_token_id
+        self.fold_system = (not chat_template_accepts_system(self.tokenizer)) if fold_system is None else fold_system
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+        import transformers
+
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "dtype": self.dtype,
+            "trust_remote_code": self.trust_remote_code,
+            "fold_system": self.fold_system,
+            **({"model_options": {k: repr(v) for k, v in self.model_options.items()}} if self.model_options else {}),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        }
+
+    def close(self) -> None:
+        import torch
+
+        self.__dict__.pop("lm", None)
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
+        iterator = iter(requests)
+        while window := list(itertools.islice(iterator, self.window)):
+            groups: dict[tuple, list[tuple[Request, list[int]]]] = defaultdict(list)
+            for request in window:
+                try:
+                    prompt_ids = self._prompt_ids(request)
+                except Exception as error:  # a template that rejects these messages fails this request only
+                    yield Result.failure(request.key, f"chat template: {error}")
+                    continue
+                sampling = request.sampling
+                if sampling.json_schema is not None:
+                    self._warn("json_schema", "the transformers backend ignores json_schema (no structured outputs)")
+                groups[(sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.stop)].append(
+                    (request, prompt_ids)
+                )
+            for group in groups.values():
+                group.sort(key=lambda item: len(item[1]))
+                for start in range(0, len(group), self.batch_size):
+                    yield from self._run_isolated(group[start : start + self.batch_size])
+
+    def _prompt_ids(self, request: Request) -> list[int]:
+        messages = fold_system_prompt(request.messages) if self.fold_system else request.messages
+        prompt = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        # The template already starts with BOS: adding special tokens again would double it.
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def _run_isolated(self, batch: list[tuple[Request, list[int]]]) -> Iterator[Result]:
+        """Run a batch; when it fails, run its requests one by one so only the culprit gets an error."""
+        try:
+            results = self._run_batch(batch)
+        except Exception as error:
+            if len(batch) == 1:
+                logger.warning("generation failed for %s: %s", batch[0][0].key, error)
+                yield Result.failure(batch[0][0].key, f"{type(error).__name__}: {error}")
+                return
+            logger.warning("batch of %d failed (%s); retrying its requests one by one", len(batch), error)
+            for item in batch:
+                yield from self._run_isolated([item])
+            return
+        yield from results
+
+    def _run_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Result]:
+        import torch
+
+        sampling = batch[0][0].sampling
+        inputs = self.tokenizer.pad(
+            {"input_ids": [ids for _, ids in batch]}, padding=True, return_tensors="pt", return_attention_mask=True
+        ).to(self.device)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_tokens,
+            "pad_token_id": self.pad_id,
+            "eos_token_id": sorted(self.eos_ids) or None,
+        }
+        if sampling.greedy:
+            # Unset the sampling knobs a model's generation_config may carry, or generate() warns about them.
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+
+        seed = batch[0][0].sampling.seed
+        devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
+        rng = torch.random.fork_rng(devices=devices) if not sampling.greedy else contextlib.nullcontext()
+        with rng, torch.inference_mode():
+            if not sampling.greedy and seed is not None:
+                torch.manual_seed(seed)
+            output = self.lm.generate(**inputs, **kwargs)
+
+        prompt_length = inputs["input_ids"].shape[1]
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        return [
+            self._row_result(request, output[row, prompt_length:].tolist(), int(prompt_tokens[row]), sampling)
+            for row, (request, _) in enumerate(batch)
+        ]
+
+    def _row_result(self, request: Request, generated: list[int], prompt_tokens: int, sampling: Sampling) -> Result:
+        """Find where this row really stopped: EOS, a stop string, or max_tokens (the rest is padding)."""
+        for index, token in enumerate(generated):
+            if token in self.eos_ids:  # the EOS token counts as generated, as vLLM and OpenAI count it
+                return Result(request.key, self._decode(generated[:index]), prompt_tokens, index + 1, "stop")
+        if sampling.stop:
+            text, found = cut_at_stop(self._decode(generated), sampling.stop)
+            if found:
+                used = self._tokens_until_stop(generated, sampling.stop)
+                return Result(request.key, text, prompt_tokens, used, "stop")
+        finish = "length" if len(generated) >= sampling.max_tokens else "stop"
+        return Result(request.key, self._decode(generated), prompt_tokens, len(generated), finish)
+
+    def _tokens_until_stop(self, generated: list[int], stop: tuple[str, ...]) -> int:
+        """The shortest prefix whose text holds a stop string: the tokens generate() really produced for it."""
+        low, high = 1, len(generated)
+        while low < high:
+            middle = (low + high) // 2
+            if cut_at_stop(self._decode(generated[:middle]), stop)[1]:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,153 @@
+"""vLLM in-process: the backend for GPU runs at scale (phase-1 summaries with Mixtral-8x7B-Instruct).
+
+``vllm`` is imported only when the backend is built, so this module imports anywhere; vLLM pins its
+own torch and transformers, so it lives in its own environment (``pip install 'cad-vi[vllm]'``).
+
+Prompts go through ``LLM.chat`` so the model's chat template is applied once: Mixtral's prompt
+text through ``LLM.generate`` gets a second BOS from the tokenizer. Requests are submitted in chunks
+(vLLM batches each chunk continuously inside), so results stream out chunk by chunk and the caller
+can flush them to disk; a chunk that fails is rerun request by request so only the culprit fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from builders.llm.base import Closing, Request, Result, chat_template_accepts_system, fold_system_prompt
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "the vllm backend needs vLLM: pip install 'cad-vi[vllm]' on a GPU machine (in its own environment)"
+
+
+class VLLMBackend(Closing):
+    """``vllm.LLM`` + ``LLM.chat`` with one ``SamplingParams`` per request (seeds and schemas per request)."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        chunk_size: int = 512,
+        fold_system: bool | None = None,
+        **engine_options: Any,
+    ) -> None:
+        """``engine_options`` go to ``vllm.LLM`` as they are (``gpu_memory_utilization``, ``quantization="fp8"``,
+        ``dtype``, ``enforce_eager``, ...); ``fold_system=None`` probes the chat template."""
+        try:
+            import vllm
+        except ImportError as error:
+            raise ImportError(INSTALL_HINT) from error
+
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.model = str(model)
+        self.chunk_size = chunk_size
+        self.settings: dict[str, Any] = {
+            "tensor_parallel_size": tensor_parallel_size,
+            "max_model_len": max_model_len,
+            "seed": seed,
+            "trust_remote_code": trust_remote_code,
+            **engine_options,
+        }
+        self.vllm_version = getattr(vllm, "__version__", "unknown")
+        self.llm = vllm.LLM(model=self.model, **self.settings)
+        self.fold_system = (
+            (not chat_template_accepts_system(self.llm.get_tokenizer())) if fold_system is None else fold_system
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "chunk_size": self.chunk_size,
+            "fold_system": self.fold_system,
+            "vllm": self.vllm_version,
+            **{key: _jsonable(value) for key, value in self.settings.items()},
+        }
+
+    def close(self) -> None:
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        del llm
+        try:  # free the GPU for a next stage in the same process, where the installed vLLM allows it
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception as error:  # cleanup is best effort
+            logger.debug("vLLM cleanup: %s", error)
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
+        iterator = iter(requests)
+        while chunk := list(itertools.islice(iterator, self.chunk_size)):
+            yield from self._run_isolated(chunk)
+
+    def _run_isolated(self, chunk: list[Request]) -> Iterator[Result]:
+        try:
+            results = self._run_chunk(chunk)
+        except Exception as error:
+            if len(chunk) == 1:
+                logger.warning("vLLM failed on %s: %s", chunk[0].key, error)
+                yield Result.failure(chunk[0].key, f"{type(error).__name__}: {error}")
+                return
+            logger.warning("vLLM chunk of %d failed (%s); rerunning it request by request", len(chunk), error)
+            for request in chunk:
+                yield from self._run_isolated([request])
+            return
+        yield from results
+
+    def _run_chunk(self, chunk: list[Request]) -> list[Result]:
+        conversations = [
+            [dict(m) for m in (fold_system_prompt(r.messages) if self.fold_system else r.messages)] for r in chunk
+        ]
+        outputs = self.llm.chat(
+            conversations, sampling_params=[self._sampling_params(r) for r in chunk], use_tqdm=False
+        )
+        if len(outputs) != len(chunk):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(chunk)} requests")
+        return [_to_result(request, output) for request, output in zip(chunk, outputs, strict=True)]
+
+    def _sampling_params(self, request: Request) -> Any:
+        from vllm import SamplingParams
+
+        sampling = request.sampling
+        options: dict[str, Any] = {
+            "max_tokens": sampling.max_tokens,  # vLLM's default is 16
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+            "stop": list(sampling.stop) or None,
+        }
+        if sampling.json_schema is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            options["structured_outputs"] = StructuredOutputsParams(json=sampling.json_schema)
+        return SamplingParams(**options)
+
+
+def _to_result(request: Request, output: Any) -> Result:
+    completion = output.outputs[0]
+    return Result(
+        key=request.key,
+        text=completion.text,
+        prompt_tokens=len(output.prompt_token_ids or ()),
+        completion_tokens=len(completion.token_ids),
+        finish_reason=completion.finish_reason or "stop",
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | type(None) | list | dict) else repr(value)

@@ -1,0 +1,117 @@
+"""The file-level stages of the phase-1 pipeline, as Python calls (the CLI wraps these).
+
+captions files --:func:`nouns_stage`--> nouns.jsonl --:func:`pairs_stage`--> pairs.jsonl
+--:func:`builders.phase1.run_phase1`--> run folder --:func:`builders.export.export_phase1`--> release.
+Each stage reads the previous stage's file, so any one can be rerun or replaced on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from builders.captions import Choose, ImageCaption, read_captions
+from builders.pair_file import PairRecord, write_pairs
+from builders.release.sources import iter_json_records
+from builders.release.validate import ProblemCollector
+
+
+@dataclass(frozen=True)
+class NounRecord:
+    image: str
+    caption: str
+    source: str
+    nouns: tuple[str, ...]
+
+
+def nouns_stage(
+    captions: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    fmt: str = "auto",
+    choose: Choose = "first",
+    model: str | None = None,
+    stop_nouns: Sequence[str] = (),
+    processes: int = 1,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[NounRecord]:
+    """Caption files -> ``out`` (JSONL of image, caption, source, nouns), one row per image.
+
+    Nouns are cached by content hash in ``cache_dir`` (default: beside ``out``), so a rerun or
+    a run over more captions only computes the new ones.
+    """
+    from builders import nouns
+
+    images: list[ImageCaption] = read_captions(captions, fmt=fmt, choose=choose)  # type: ignore[arg-type]
+    out = Path(out)
+    cache = Path(cache_dir) if cache_dir else out.parent / ".nouns-cache"
+    lists = nouns.cached_extract_nouns(
+        [c.caption for c in images],
+        cache,
+        model=model or nouns.DEFAULT_MODEL,
+        stop_nouns=stop_nouns,
+        processes=processes,
+        progress=progress,
+    )
+    records = [NounRecord(c.image, c.caption, c.source, tuple(n)) for c, n in zip(images, lists, strict=True)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+    partial.replace(out)
+    return records
+
+
+def read_noun_records(path: str | os.PathLike) -> list[NounRecord]:
+    problems = ProblemCollector()
+    records = []
+    for row, item in iter_json_records(Path(path), problems):
+        try:
+            records.append(NounRecord(item["image"], item["caption"], item.get("source", ""), tuple(item["nouns"])))
+        except (KeyError, TypeError) as error:
+            problems.add(str(path), row, f"not a nouns record (missing {error})")
+    problems.raise_if_any()
+    return records
+
+
+def pairs_stage(
+    nouns_file: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    config=None,
+    min_shared: int | None = None,
+    max_uses_per_image: int | None = None,
+    max_pairs: int | None = None,
+    seed: int = 0,
+):
+    """nouns.jsonl -> pairs.jsonl; stratified phase-1 pairs, or threshold pairs with ``min_shared``.
+
+    Returns ``(pairs, report)``; the report says how many candidates and pairs each bin had.
+    """
+    from builders.pairs import NounSets, PairingConfig, mine_pairs_with_report, mine_threshold_pairs_with_report
+
+    records = read_noun_records(nouns_file)
+    sets = NounSets.from_lists([r.nouns for r in records])
+    if min_shared is not None:
+        found, report = mine_threshold_pairs_with_report(
+            sets, min_shared=min_shared, max_uses_per_image=max_uses_per_image or 4, max_pairs=max_pairs, seed=seed
+        )
+    else:
+        found, report = mine_pairs_with_report(sets, config or PairingConfig(seed=seed))
+    pairs = [
+        PairRecord(
+            PairRecord.make_id(records[p.first].image, records[p.second].image),
+            (records[p.first].image, records[p.second].image),
+            (records[p.first].caption, records[p.second].caption),
+            tuple(p.shared),
+            p.bin,
+        )
+        for p in found
+    ]
+    write_pairs(pairs, out)
+    return pairs, report
