@@ -22,6 +22,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+pytest_plugins = ("tests.llm_fixtures",)
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CADQA_OFFICIAL = SHARED / "data" / "cadvi_eval" / "CaD_QA_eval.jsonl"
 

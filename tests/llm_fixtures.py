@@ -1,7 +1,7 @@
 """LLM test helpers: a tiny chat model built once per session, a real ``transformers serve`` process and a
 scripted fake endpoint for the retry policy.
 
-Use them from a test module with ``pytest_plugins = ("tests.llm_fixtures",)``.
+They are registered for every test module by ``tests/conftest.py`` (``pytest_plugins``).
 """
 
 from __future__ import annotations

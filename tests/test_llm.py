@@ -20,7 +20,6 @@ from builders.llm.tiny import build_tiny_chat_model
 if TYPE_CHECKING:
     from tests.llm_fixtures import TransformersServe
 
-pytest_plugins = ("tests.llm_fixtures",)
 
 SYSTEM = "You compare two images."
 PROMPTS = (
