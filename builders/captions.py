@@ -58,8 +58,9 @@ def source_name(dataset_id: str) -> str:
     return source
 
 
-def read_captions(paths: str | os.PathLike | Sequence[str | os.PathLike], *, fmt: CaptionFormat = "auto",
-                  choose: Choose = "first") -> list[ImageCaption]:
+def read_captions(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], *, fmt: CaptionFormat = "auto", choose: Choose = "first"
+) -> list[ImageCaption]:
     """One :class:`ImageCaption` per image, in the order images first appear.
 
     ``choose`` picks the caption of an image with several: the first seen, or the longest.
@@ -129,8 +130,9 @@ def _coco_annotation(annotation: Any, names: dict[Any, str]) -> Iterable[ImageCa
         raise ValueError(f"annotation without a known image_id or caption ({error})") from None
 
 
-def _checked(path: Path, row: int, problems: ProblemCollector, make: Callable[[], Iterable[ImageCaption]]
-             ) -> Iterator[ImageCaption]:
+def _checked(
+    path: Path, row: int, problems: ProblemCollector, make: Callable[[], Iterable[ImageCaption]]
+) -> Iterator[ImageCaption]:
     """The row's captions, cleaned, or its problem recorded (``file:row: reason``)."""
     try:
         items = list(make())

@@ -19,8 +19,9 @@ def retrieval_choice(pair_id: str, seed: int) -> int:
     return random.Random(request_key("retrieval", pair_id, seed)).randrange(2)
 
 
-def phase1_conversation(pair_id: str, images: tuple[str, str], captions: tuple[str, str], summary: str,
-                        *, seed: int = 0) -> dict[str, Any]:
+def phase1_conversation(
+    pair_id: str, images: tuple[str, str], captions: tuple[str, str], summary: str, *, seed: int = 0
+) -> dict[str, Any]:
     """A release row ``{id, image, conversations}`` for one generated summary."""
     which = retrieval_choice(pair_id, seed)
     return {

@@ -47,8 +47,13 @@ def read_pairs(path: str | os.PathLike) -> list[PairRecord]:
     pairs = []
     for row, record in iter_json_records(path, problems):
         try:
-            pair = PairRecord(record["pair_id"], _two(record["images"]), _two(record["captions"]),
-                              tuple(record.get("shared_nouns", ())), str(record.get("bin", "")))
+            pair = PairRecord(
+                record["pair_id"],
+                _two(record["images"]),
+                _two(record["captions"]),
+                tuple(record.get("shared_nouns", ())),
+                str(record.get("bin", "")),
+            )
             for name in pair.images:
                 checked_relative_name(name)
         except (KeyError, TypeError, ValueError, UnsafeImageNameError) as error:

@@ -72,15 +72,22 @@ class RunStore:
         if path.exists():
             existing = json.loads(path.read_text(encoding="utf-8"))
             if existing.get("identity") != json.loads(json.dumps(self.identity, default=str)):
-                changed = sorted(k for k in {*existing.get("identity", {}), *self.identity}
-                                 if existing.get("identity", {}).get(k) != self.identity.get(k))
-                raise ManifestMismatchError(f"{path} was written with other settings ({', '.join(changed)}); "
-                                            "use a new output folder to generate with these")
+                changed = sorted(
+                    k
+                    for k in {*existing.get("identity", {}), *self.identity}
+                    if existing.get("identity", {}).get(k) != self.identity.get(k)
+                )
+                raise ManifestMismatchError(
+                    f"{path} was written with other settings ({', '.join(changed)}); "
+                    "use a new output folder to generate with these"
+                )
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps({"identity": self.identity, "details": self.details}, indent=2,
-                                      default=str) + "\n", encoding="utf-8")
+        partial.write_text(
+            json.dumps({"identity": self.identity, "details": self.details}, indent=2, default=str) + "\n",
+            encoding="utf-8",
+        )
         partial.replace(path)
 
     def mine(self, key: str) -> bool:

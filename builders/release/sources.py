@@ -58,10 +58,20 @@ def content_hash(paths: Iterable[Path], *extra: str) -> str:
         digest.update(text.encode("utf-8") + b"\0")
     for path in paths:
         digest.update(path.name.encode("utf-8") + b"\0")
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
+        _update(digest, path)
     return digest.hexdigest()[:24]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of one file (recorded for the inputs of generation runs)."""
+    return _update(hashlib.sha256(), Path(path)).hexdigest()
+
+
+def _update(digest: Any, path: Path) -> Any:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest
 
 
 def iter_json_records(path: Path, problems: ProblemCollector) -> Iterator[tuple[int, Any]]:
