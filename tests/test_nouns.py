@@ -100,6 +100,7 @@ def test_lemmas_proper_nouns_pronouns_and_stop_nouns():
     assert stopped[3] == ["bus", "cloud", "leaf", "sky"]  # top, image, background gone
     assert nouns.extract_nouns(["Two DOGS and a Tree."], stop_nouns=["Tree "]) == [["dog"]]
     assert nouns.extract_nouns(["", "   "]) == [[], []]
+    assert nouns.extract_nouns([]) == []
 
 
 @needs_model
