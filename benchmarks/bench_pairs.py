@@ -204,6 +204,7 @@ def main() -> int:
         (f"peak RSS <= {PEAK_GOAL_BYTES / 1024**3:.0f} GB", peak <= PEAK_GOAL_BYTES, f"{peak / 1024**3:.2f} GB"),
         ("same output for the same seed", same, "identical" if same else "DIFFERENT"),
         ("valid pairs", not problems, "ok" if not problems else "problems"),
+        (f"{args.pairs:,} pairs delivered", len(pairs) == args.pairs, f"{len(pairs):,}"),
     ]
     print()
     for name, ok, value in goals:

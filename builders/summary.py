@@ -130,8 +130,9 @@ class SummaryBounds:
     max_words: int = 600
 
 
-def check_summary(text: str, bounds: SummaryBounds = SummaryBounds(), *, finish_reason: str = "stop"
-                  ) -> tuple[CadSummary | None, str | None]:
+def check_summary(
+    text: str, bounds: SummaryBounds = SummaryBounds(), *, finish_reason: str = "stop"
+) -> tuple[CadSummary | None, str | None]:
     """``(summary, None)`` for an acceptable LLM output, ``(None, reason)`` otherwise."""
     if finish_reason == "length":
         return None, "truncated: the model hit max_tokens before finishing"

@@ -65,8 +65,12 @@ def load_template(name_or_path: str) -> Template:
     environment = _environment(path.parent)
     source = path.read_text(encoding="utf-8")
     compiled = environment.get_template(path.name)
-    return Template(name=name_or_path, source=source, sha256=template_hash(_with_includes(environment, path.name)),
-                    compiled=compiled)
+    return Template(
+        name=name_or_path,
+        source=source,
+        sha256=template_hash(_with_includes(environment, path.name)),
+        compiled=compiled,
+    )
 
 
 def _with_includes(environment: SandboxedEnvironment, name: str, seen: frozenset[str] = frozenset()) -> str:

@@ -80,7 +80,8 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     assert "64x64 + 64x64" in out
     valid = int(re.search(r"attempted \d+ = (\d+) valid", out).group(1))
     assert valid > 0
-    exported = datasets.load_dataset(str(tmp_path / "hub" / "cadinst"), "phase1", split="train",
-                                     cache_dir=str(tmp_path / "c"))
+    exported = datasets.load_dataset(
+        str(tmp_path / "hub" / "cadinst"), "phase1", split="train", cache_dir=str(tmp_path / "c")
+    )
     assert exported.num_rows == valid
     assert all(row[1]["value"].startswith("Commonalities:") for row in exported["conversations"])

@@ -242,7 +242,7 @@ COCO_BINS = (Bin("one", 1, 1, 0.5), Bin("two", 2, 2, 0.3), Bin("three_plus", 3, 
 
 
 def coco_config(**overrides) -> PairingConfig:
-    settings = {"num_pairs": 30, "bins": COCO_BINS, "max_uses_per_image": 2, "exact_min_shared": 3}
+    settings = {"num_pairs": 30, "bins": COCO_BINS, "max_uses_per_image": 2, "exact_min_shared": 3, "backfill": False}
     return PairingConfig(**{**settings, **overrides})
 
 

@@ -30,7 +30,6 @@ from builders.stages import nouns_stage, pairs_stage, read_noun_records
 from tests.conftest import SHARED
 from tests.llm_fixtures import TransformersServe
 
-
 CAPTIONS = SHARED / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
 GREEDY = Phase1Settings(sampling=Sampling(max_tokens=160, temperature=0.0, seed=0), max_attempts=2)
 
@@ -40,8 +39,13 @@ def real_pairs(tmp_path_factory) -> Path:
     """Pairs of the 80 real COCO images (one caption each), through the real nouns and pairs stages."""
     folder = tmp_path_factory.mktemp("pairs")
     nouns_stage(CAPTIONS, folder / "nouns.jsonl", cache_dir=folder / "cache")
-    config = PairingConfig(num_pairs=60, bins=(Bin("one", 1, 1, 0.5), Bin("more", 2, None, 0.5)), max_uses_per_image=2,
-                           backfill=True, seed=0)
+    config = PairingConfig(
+        num_pairs=60,
+        bins=(Bin("one", 1, 1, 0.5), Bin("more", 2, None, 0.5)),
+        max_uses_per_image=2,
+        backfill=True,
+        seed=0,
+    )
     pairs_stage(folder / "nouns.jsonl", folder / "pairs.jsonl", config=config)
     return folder / "pairs.jsonl"
 
@@ -49,12 +53,13 @@ def real_pairs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def parrot(tmp_path_factory) -> Path:
     """A tiny model fitted for seconds on sample summaries (an untrained one is always rejected)."""
+    from builders.captions import read_captions
     from cadvi.demo import stand_in_model
 
-    from builders.captions import read_captions
-
     captions = [c.caption for c in read_captions(CAPTIONS)]
-    return stand_in_model(tmp_path_factory.mktemp("parrot") / "model", list(zip(captions[::2], captions[1::2])))
+    return stand_in_model(
+        tmp_path_factory.mktemp("parrot") / "model", list(zip(captions[::2], captions[1::2], strict=False))
+    )
 
 
 def test_stages_on_real_captions(real_pairs):
@@ -118,11 +123,20 @@ def test_server_killed_mid_run_loses_nothing(real_pairs, parrot, tmp_path):
     pairs = read_pairs(real_pairs)[:12]
     server = TransformersServe(parrot, tmp_path / "home").start()
     try:
-        backend = make_backend("openai", server.model_id, base_url=server.base_url, max_concurrency=2,
-                               max_attempts=30, backoff_base=0.2, backoff_max=1.0, timeout=30)
+        backend = make_backend(
+            "openai",
+            server.model_id,
+            base_url=server.base_url,
+            max_concurrency=2,
+            max_attempts=30,
+            backoff_base=0.2,
+            backoff_max=1.0,
+            timeout=30,
+        )
         outcome: dict = {}
-        runner = threading.Thread(target=lambda: outcome.update(
-            summary=run_phase1(pairs, backend, tmp_path / "run", GREEDY, progress=False)))
+        runner = threading.Thread(
+            target=lambda: outcome.update(summary=run_phase1(pairs, backend, tmp_path / "run", GREEDY, progress=False))
+        )
         runner.start()
         shard = tmp_path / "run" / "records" / "shard-00000-of-00001.jsonl"
         rejects = tmp_path / "run" / "rejects" / "shard-00000-of-00001.jsonl"
@@ -149,9 +163,27 @@ def test_server_killed_mid_run_loses_nothing(real_pairs, parrot, tmp_path):
 
 def test_sigkilled_generation_reruns_to_every_record_exactly_once(real_pairs, parrot, tmp_path):
     run = tmp_path / "run"
-    command = [str(Path(sys.executable).with_name("cadvi")), "generate", "phase1", "--pairs", str(real_pairs),
-               "--out", str(run), "--backend", "transformers", "--model", str(parrot), "--batch-size", "1",
-               "--max-tokens", "160", "--temperature", "0", "--max-attempts", "2"]
+    command = [
+        str(Path(sys.executable).with_name("cadvi")),
+        "generate",
+        "phase1",
+        "--pairs",
+        str(real_pairs),
+        "--out",
+        str(run),
+        "--backend",
+        "transformers",
+        "--model",
+        str(parrot),
+        "--batch-size",
+        "1",
+        "--max-tokens",
+        "160",
+        "--temperature",
+        "0",
+        "--max-attempts",
+        "2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     total = len(read_pairs(real_pairs))
     kill_after = random.Random(os.getpid()).randrange(3, total - 3)

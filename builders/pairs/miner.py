@@ -201,8 +201,10 @@ class PairingConfig:
       comparisons per bucket at most). At full scale 4 already yields ~40 middle-bin candidates
       per quota slot (11M); 12 yields 43M, and three times the memory and time.
     * ``random_samples_per_slot`` (32): random pairs drawn per quota slot of the sampled bins.
-    * ``backfill`` (False): when bins fall short, top the total up to ``num_pairs`` from the other
-      bins' leftover candidates (pairs keep their true bin). Off: the bins keep their proportions.
+    * ``backfill`` (True): when bins fall short, top the total up to ``num_pairs`` from the other
+      bins' leftover candidates (pairs keep their true bin; the report still shows each bin's
+      shortfall against its quota). Users asking for 278K pairs get 278K when the data allows.
+      Off: the bins keep their proportions and the total shrinks.
     * ``max_candidates`` (40M): candidates one join may keep (12 bytes each, ~0.5 GB; the
       de-duplication briefly needs about twice that). Past it a uniform hash sample is kept and
       the bin's report says it is not complete. Full-scale synthetic data need 11M (Zipf 1.0) to
@@ -221,7 +223,7 @@ class PairingConfig:
     grouped_min_shared: int = 3
     group_cap: int = 4
     random_samples_per_slot: float = 32.0
-    backfill: bool = False
+    backfill: bool = True
     max_candidates: int = 40_000_000
     chunk_keys: int = 8_000_000
     workers: int | None = None
