@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from builders.release.images import UnsafeImageNameError, checked_relative_name
-from builders.release.sources import iter_json_records
+from builders.release.sources import iter_json_records, write_jsonl
 from builders.release.validate import ProblemCollector
 
 
@@ -30,14 +29,7 @@ class PairRecord:
 
 
 def write_pairs(pairs: Iterable[PairRecord], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps(asdict(pair), ensure_ascii=False) + "\n")
-    partial.replace(path)
-    return path
+    return write_jsonl((asdict(pair) for pair in pairs), path)
 
 
 def read_pairs(path: str | os.PathLike) -> list[PairRecord]:

@@ -7,7 +7,6 @@ Each stage reads the previous stage's file, so any one can be rerun or replaced 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from builders.captions import Choose, ImageCaption, read_captions
 from builders.pair_file import PairRecord, write_pairs
-from builders.release.sources import iter_json_records
+from builders.release.sources import iter_json_records, write_jsonl
 from builders.release.validate import ProblemCollector
 
 
@@ -58,12 +57,7 @@ def nouns_stage(
         progress=progress,
     )
     records = [NounRecord(c.image, c.caption, c.source, tuple(n)) for c, n in zip(images, lists, strict=True)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
-    partial.replace(out)
+    write_jsonl((asdict(record) for record in records), out)
     return records
 
 

@@ -74,6 +74,18 @@ def _update(digest: Any, path: Path) -> Any:
     return digest
 
 
+def write_jsonl(rows: Iterable[Any], path: str | Path) -> Path:
+    """Write JSON Lines through a ``.partial`` file renamed at the end: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    partial.replace(path)
+    return path
+
+
 def iter_json_records(path: Path, problems: ProblemCollector) -> Iterator[tuple[int, Any]]:
     """Rows of a JSON array file or of a JSON Lines file (decided by the first character)."""
     with open(path, encoding="utf-8") as handle:
