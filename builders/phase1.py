@@ -28,12 +28,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from builders.llm.base import Backend, Request, Sampling
+from builders.llm.base import Backend, Request, Result, Sampling
 from builders.pair_file import PairRecord
 from builders.release.origin import package_version
 from builders.runs import RunStore, request_key
 from builders.summary import SummaryBounds, check_summary, structured
-from prompts import load_template
+from prompts import Template, load_template
 
 # Mixtral-8x7B-Instruct, max 750 new tokens (facts §2). Temperature and top-p were not
 # published: ours, chosen for "diverse and creative" summaries as the paper asks.
@@ -141,7 +141,7 @@ def _exhausted(store: RunStore, key: str, settings: Phase1Settings) -> bool:
     return key not in store.done and store.rejected_attempts[key] >= settings.max_attempts
 
 
-def _request(key: str, pair: PairRecord, attempt: int, template: Any, settings: Phase1Settings) -> Request:
+def _request(key: str, pair: PairRecord, attempt: int, template: Template, settings: Phase1Settings) -> Request:
     prompt = template.render(caption_1=pair.captions[0], caption_2=pair.captions[1])
     messages: list[dict[str, str]] = [{"role": "user", "content": prompt}]
     if settings.system_prompt:
@@ -156,7 +156,13 @@ def attempt_seed(base: int | None, key: str, attempt: int) -> int:
 
 
 def _record(
-    key: str, attempt: int, pair: PairRecord, result: Any, settings: Phase1Settings, template_sha: str, backend: Backend
+    key: str,
+    attempt: int,
+    pair: PairRecord,
+    result: Result,
+    settings: Phase1Settings,
+    template_sha: str,
+    backend: Backend,
 ) -> dict[str, Any]:
     return {
         "key": key,

@@ -11,11 +11,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builders.captions import Choose, ImageCaption, read_captions
 from builders.pair_file import PairRecord, write_pairs
 from builders.release.sources import iter_json_records, write_jsonl
 from builders.release.validate import ProblemCollector
+
+if TYPE_CHECKING:  # numba-backed: imported only when pairs are mined
+    from builders.pairs import PairingConfig, PairingReport
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,12 @@ def pairs_stage(
     nouns_file: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    config=None,
+    config: PairingConfig | None = None,
     min_shared: int | None = None,
     max_uses_per_image: int | None = None,
     max_pairs: int | None = None,
     seed: int = 0,
-):
+) -> tuple[list[PairRecord], PairingReport]:
     """nouns.jsonl -> pairs.jsonl; stratified phase-1 pairs, or threshold pairs with ``min_shared``.
 
     Returns ``(pairs, report)``; the report says how many candidates and pairs each bin had.

@@ -189,7 +189,7 @@ def _pairs(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_pairs=args.num_pairs if args.min_shared is not None else None,
         )
-    for line in report.lines() if hasattr(report, "lines") else [str(report)]:
+    for line in report.lines():
         console.print(line, highlight=False)
     console.print(f"[green]wrote[/green] {args.out}: {len(pairs):,} pairs")
     return 0
