@@ -87,6 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--seed", type=int, default=0, help="seed of the turn-2 caption choice")
     export.add_argument("--overwrite", action="store_true")
 
+    judge = commands.add_parser("judge", help="rate CaD-QA predictions against the reference answers with an LLM")
+    judge.add_argument("--predictions", required=True, type=Path, help="JSONL of {question_id, prediction}")
+    judge.add_argument(
+        "--references", required=True, help="CaD_QA_eval.jsonl, a CaD-QA release or built folder, or a Hub repo id"
+    )
+    judge.add_argument("--out", type=Path, help="per-item judgements (JSONL; default: beside --predictions)")
+    _llm_arguments(judge)
+    # The paper's judge: max 20 new tokens, greedy (the generation defaults above are for summaries).
+    judge.set_defaults(max_tokens=20, temperature=0.0, top_p=1.0)
+    judge.add_argument("--retries", type=int, default=1, help="asks again after an unreadable rating")
+    judge.add_argument("--template", default="judge_cadqa.jinja", help="package template name or a .jinja file")
+    judge.add_argument("--cache-dir", type=Path, help="datasets cache folder for --references")
+
     demo = commands.add_parser("demo", help="run the pipeline end to end, offline, on bundled samples")
     demo.add_argument("--workdir", type=Path, help="keep the outputs here (default: a temporary folder)")
     demo.add_argument("--model", help="any local or Hub chat model for generation (default: a tiny stand-in)")
@@ -284,6 +297,86 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.progress import Progress
+
+    import cadqa
+    from builders.judge import BackendAsk, JudgeItem, judge, read_predictions
+    from builders.llm.base import Sampling
+    from eval_tasks.scoring import mean_with_ci
+
+    predictions = read_predictions(args.predictions)
+    with console.status(f"reading references from {args.references}"):
+        references = cadqa.load(args.references, cache_dir=args.cache_dir)
+    rows = {row["question_id"]: row for row in references.select_columns(["question_id", "question", "answer"])}
+    unknown = [question_id for question_id in predictions if question_id not in rows]
+    if unknown:
+        shown = ", ".join(map(repr, unknown[:5]))
+        raise ValueError(f"{len(unknown)} predictions have no reference in {args.references} (first: {shown})")
+    items = [
+        JudgeItem(question_id, rows[question_id]["question"], rows[question_id]["answer"], prediction)
+        for question_id, prediction in predictions.items()
+    ]
+    out = args.out or args.predictions.with_name(f"{args.predictions.stem}.judgements.jsonl")
+    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    backend = backend_from(args)
+    try:
+        with Progress(console=console) as progress:
+            task = progress.add_task("judging", total=len(items))
+            report = judge(
+                items,
+                BackendAsk(backend, sampling=sampling),
+                retries=args.retries,
+                template=args.template,
+                mean_ci=_shared_mean_ci(mean_with_ci),
+                progress=lambda n: progress.advance(task, n),
+            )
+    except RuntimeError as error:  # a judge that never answered: nothing is written
+        console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        return 1
+    finally:
+        backend.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
+        for record in report.records:
+            handle.write(json.dumps(record.to_record(), ensure_ascii=False) + "\n")
+    summary_path = out.with_name(f"{out.stem}.summary.json")
+    summary_path.write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    _print_judge_report(report, len(rows))
+    console.print(f"[green]wrote[/green] {out} ({len(report.records):,} judgements) and {summary_path}")
+    return 0
+
+
+def _shared_mean_ci(mean_with_ci):
+    """eval_tasks.scoring's bootstrap, shaped as builders.judge wants it: values -> (mean, low, high)."""
+
+    def mean_ci(values):
+        summary = mean_with_ci(values)
+        return summary["value"], summary["ci_low"], summary["ci_high"]
+
+    return mean_ci
+
+
+def _print_judge_report(report, references: int) -> None:
+    from rich.table import Table
+
+    summary = report.summary
+    table = Table(title=f"CaD-QA judge ({report.model}), {summary.n:,} of {references:,} questions")
+    table.add_column("rating", justify="right")
+    table.add_column("items", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("")
+    largest = max([*summary.histogram.values(), summary.invalid, 1])
+    rows = [(str(rating), count) for rating, count in summary.histogram.items()] + [("invalid", summary.invalid)]
+    for label, count in rows:
+        share = count / summary.n if summary.n else 0.0
+        table.add_row(label, f"{count:,}", f"{share:.1%}", "█" * round(20 * count / largest))
+    console.print(table)
+    console.print(summary.line(), highlight=False)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from cadvi import demo
 
@@ -295,6 +388,7 @@ COMMANDS = {
     "build": _build,
     "publish": _publish,
     "demo": _demo,
+    "judge": _judge,
     "nouns": _nouns,
     "pairs": _pairs,
     "generate": _generate,

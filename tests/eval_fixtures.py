@@ -1,0 +1,255 @@
+"""Fixtures for the lmms-eval tasks: a tiny random LLaVA and small benchmark folders in the official formats.
+
+Nothing is downloaded. The model is built from configs (Llama text model, hidden 64, 2 layers; CLIP
+vision tower, 32 px images, patch 8 -> 16 image tokens), with a byte-level BPE tokenizer trained on a
+few sentences that knows ``<image>`` and ``<pad>``, and a ``vicuna_v1`` chat template that renders the
+user's content in order (so interleaved images land where the official ``<image>`` placeholders were).
+The benchmark folders hold the first rows of each official question file (read from the shared copies)
+and one small generated image per image name, laid out as ``eval_tasks/data.py`` documents.
+
+Import the fixtures into a test module (``from tests.eval_fixtures import cadvi_bench, tiny_llava``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cadvi_eval"
+FIVE_TASKS = ("bison", "svo_probes", "nlvr2", "eqben", "cola")
+OFFICIAL_FILES = {
+    "bison": "BISON.jsonl",
+    "svo_probes": "SVO_Probes.jsonl",
+    "nlvr2": "NLVR2.jsonl",
+    "eqben": "EQBEN.jsonl",
+    "cola": "COLA.jsonl",
+}
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 16 per image
+
+# LLaVA-1.5's vicuna_v1 prompt; content parts are rendered in order, an image as "<image>".
+VICUNA_V1_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first %}A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions. {% endif %}"
+    "{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'user' %} {% else %}</s>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions. "
+)
+TRAINING_TEXTS = (
+    "Image 1: <image>\nImage 2: <image>\nWhich image suits the caption better?",
+    "A. Image 1\nB. Image 2\nAnswer with the option's letter from the given choices directly.",
+    'Is the statement "A part of the sky is visible" True or False? Answer with "True" or "False" directly.',
+    SYSTEM + "USER: ASSISTANT: The answer is A. The answer is B.",
+    "a photo of a dove standing on the branch; a large group of people lounge on a lawn",
+)
+
+# Rows taken from the head of each official file (EQBEN: two groups of two subsets; SVO: two per category),
+# plus one synthetic group for EQBEN and COLA (see synthetic_group).
+ROWS_PER_TASK = {"bison": 4, "nlvr2": 4, "cola": 4}
+
+
+def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny random ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` in ``folder`` (~2 s)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(TRAINING_TEXTS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+        padding_side="left",
+        model_max_length=2048,
+    )
+    tokenizer.chat_template = VICUNA_V1_TEMPLATE
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision_config = CLIPVisionConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        projection_dim=32,
+    )
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=image_token_id,
+        vision_feature_select_strategy="default",  # drop CLS: 16 tokens per image
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+        chat_template=VICUNA_V1_TEMPLATE,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@dataclass
+class BenchFolders:
+    """Fixture benchmark folders: annotation files, per-benchmark image roots and the env that selects them."""
+
+    annotations: Path
+    images: Path
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"CADVI_EVAL_DATA_DIR": str(self.annotations), "CADVI_EVAL_IMAGE_ROOT": str(self.images)}
+
+    def image_root(self, task: str) -> Path:
+        return self.images / task
+
+
+def official_rows(task: str) -> list[dict[str, Any]]:
+    with open(SHARED_EVAL / OFFICIAL_FILES[task], encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def fixture_rows(task: str) -> list[dict[str, Any]]:
+    """A few official rows per benchmark, chosen so that every metric has something to count."""
+    rows = official_rows(task)
+    if task == "svo_probes":
+        return [row for category in ("subject", "verb", "object") for row in _first(rows, category, 2)]
+    if task == "eqben":
+        subsets: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            subsets.setdefault(row["image"][0].split("/")[0], []).append(row)
+        chosen = []
+        for subset in ("eqbensd", "eqbenkubric_cnt"):
+            chosen += subsets[subset][:4]  # two complete groups each (rows come in <k>_0, <k>_1 order)
+        return chosen + synthetic_group(chosen[0], "eqbenag/900/image0.png", "eqbenag/900/image1.png")
+    if task == "cola":
+        # The synthetic group's images are stored under Visual Genome names (VG_100K/<id>.jpg).
+        return rows[:4] + synthetic_group(rows[0], "900_2390001.jpg", "900_2390002.jpg")
+    return rows[: ROWS_PER_TASK[task]]
+
+
+def synthetic_group(template: dict[str, Any], first: str, second: str) -> list[dict[str, Any]]:
+    """Our own group ``900`` in the official format whose two answers are both ``B``: official groups
+    always pair an ``A`` with a ``B``, so without it a constant answer could never get a group right."""
+    return [{**template, "image": [first, second], "answer": "B", "question_id": f"900_{member}"} for member in (0, 1)]
+
+
+def _first(rows: list[dict[str, Any]], category: str, count: int) -> list[dict[str, Any]]:
+    return [row for row in rows if row["category"] == category][:count]
+
+
+def write_image(path: Path, seed: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    colour = ((seed * 53) % 256, (seed * 97) % 256, (seed * 193) % 256)
+    image = Image.new("RGB", (48, 40), colour)
+    image.save(path)
+
+
+def build_bench(root: Path) -> BenchFolders:
+    bench = BenchFolders(annotations=root / "annotations", images=root / "images")
+    bench.annotations.mkdir(parents=True, exist_ok=True)
+    for task in FIVE_TASKS:
+        rows = fixture_rows(task)
+        bench.rows[task] = rows
+        with open(bench.annotations / OFFICIAL_FILES[task], "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+        for index, name in enumerate(sorted({name for row in rows for name in row["image"]})):
+            stored = f"VG_100K/{name.split('_', 1)[1]}" if name.startswith("900_") else name
+            write_image(bench.image_root(task) / stored, seed=index + 7 * len(task))
+    return bench
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llava(tmp_path_factory.mktemp("eval-model") / "tiny-llava")
+
+
+@pytest.fixture(scope="session")
+def cadvi_bench(tmp_path_factory: pytest.TempPathFactory) -> BenchFolders:
+    return build_bench(tmp_path_factory.mktemp("eval-bench"))
+
+
+@pytest.fixture
+def bench_env(cadvi_bench: BenchFolders, monkeypatch: pytest.MonkeyPatch) -> Iterator[BenchFolders]:
+    """The fixture benchmarks selected through the environment, as a user would."""
+    for key in [key for key in os.environ if key.startswith("CADVI_")]:
+        monkeypatch.delenv(key)
+    for key, value in cadvi_bench.env.items():
+        monkeypatch.setenv(key, value)
+    yield cadvi_bench

@@ -1,0 +1,97 @@
+"""All seven CaD benchmarks in ONE real ``lmms-eval`` call, offline on CPU, found with no extra flag.
+
+The tiny random LLaVA answers; a real ``transformers serve`` (tiny chat model) judges CaD-QA; the
+SEED-Bench video questions decode real generated videos. lmms-eval exits 0 even when a task fails,
+so everything is asserted on the results JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cadvi.demo import draw_stand_in_images
+from eval_tasks.cadvi_seed_video import utils as seed
+from tests import eval_fixtures
+from tests.conftest import CADQA_OFFICIAL
+from tests.test_eval_seed_video import QUESTIONS, VIDEOS, write_questions, write_video
+
+tiny_llava = eval_fixtures.tiny_llava
+
+ALL_TASKS = (
+    "bison",
+    "svo_probes",
+    "nlvr2",
+    "eqben",
+    "cola",
+    "cadqa",
+    "cadvi_seed_video_2frame",
+    "cadvi_seed_video_1frame",
+)
+
+
+@pytest.mark.slow
+def test_tag_cadvi_runs_all_seven_benchmarks_in_one_call(shared_server, tiny_llava, tmp_path):
+    bench = eval_fixtures.build_bench(tmp_path / "bench")  # the five closed benchmarks
+    lines = CADQA_OFFICIAL.read_text().splitlines()[:2]
+    (bench.annotations / "CaD_QA_eval.jsonl").write_text("\n".join(lines) + "\n")
+    draw_stand_in_images((n for line in lines for n in json.loads(line)["image"]), bench.images / "cadqa")
+    write_questions(bench.annotations, QUESTIONS)
+    for name, (frames, fps, codec) in VIDEOS.items():
+        write_video(tmp_path / "videos" / name, frames, fps, codec)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CADVI_", "OPENAI_", "API_TYPE", "CADQA_"))}
+    env |= {
+        **bench.env,
+        seed.VIDEO_ROOT_ENV: str(tmp_path / "videos"),
+        "API_TYPE": "openai",
+        "OPENAI_API_URL": shared_server.base_url,
+        "OPENAI_API_KEY": "x",
+        "CADQA_JUDGE_MODEL": shared_server.model_id,
+        "CADQA_JUDGE_NUM_RETRIES": "1",
+        "CADQA_JUDGE_RETRY_DELAY": "0",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    out = tmp_path / "results"
+    command = [
+        str(Path(sys.executable).with_name("lmms-eval")),
+        "--model",
+        "llava_hf",
+        "--model_args",
+        f"pretrained={tiny_llava},device=cpu,device_map=cpu",
+        "--gen_kwargs",
+        "max_new_tokens=6",
+        "--tasks",
+        "cadvi",
+        "--limit",
+        "2",
+        "--output_path",
+        str(out),
+    ]
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    console = run.stdout + run.stderr
+    found = sorted(out.rglob("*_results.json"))
+    assert run.returncode == 0 and found, console[-6000:]
+    results = json.loads(found[-1].read_text())["results"]
+    assert set(ALL_TASKS) <= set(results), sorted(results)
+    for task in ALL_TASKS:
+        metrics = {k: v for k, v in results[task].items() if k.endswith(",none")}
+        assert metrics, (task, results[task])
+    for task in ("bison", "svo_probes", "nlvr2", "eqben", "cola", "cadvi_seed_video_2frame"):
+        accuracy = results[task]["accuracy,none"]
+        assert accuracy["n"] == 2 and {"ci_low", "ci_high", "unparseable"} <= accuracy.keys(), (task, accuracy)
+    assert results["eqben"]["group_accuracy,none"]["n"] == 1
+    assert results["cadqa"]["judge_rating,none"]["n"] == 2
+    assert results["cadqa"]["judge_invalid,none"] == 2, "gibberish judgements are invalid, not 0"
+    shutil.rmtree(tmp_path / "videos")
