@@ -57,20 +57,20 @@ cadqa      VG_100K_2/2406825.jpg         the same relative paths        Visual G
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builders.release.images import ImageResolver, UnsafeImageNameError, checked_relative_name
-from builders.release.sources import file_sha256
+from builders.release.sources import file_sha256, iter_json_records
+from builders.release.validate import MAX_PROBLEMS_SHOWN, ProblemCollector
 
 logger = logging.getLogger(__name__)
 
@@ -266,35 +266,27 @@ def _download(spec: Benchmark, path: Path) -> Path:
 
 
 def read_rows(name: str, path: str | Path | None = None) -> list[dict[str, Any]]:
-    """The validated rows of benchmark ``name`` (from ``path``, default :func:`annotation_file`)."""
+    """The validated rows of benchmark ``name`` (from ``path``, default :func:`annotation_file`).
+
+    Every problem of the file is reported at once, each as ``<benchmark>: file:row: reason``.
+    """
     spec = benchmark(name)
     path = Path(path) if path is not None else annotation_file(name)
+    problems = ProblemCollector()
     rows = []
-    seen: set[str] = set()
-    for line_number, row in _json_lines(path):
-        where = f"{spec.name}: {path}:{line_number}"
+    for line_number, row in iter_json_records(path, problems):
         problem = _row_problem(row, spec)
         if problem:
-            raise BenchmarkDataError(f"{where}: {problem}")
-        key = str(row["question_id"])
-        if key in seen:
-            raise BenchmarkDataError(f"{where}: duplicate question_id {row['question_id']!r}")
-        seen.add(key)
+            problems.add(str(path), line_number, problem)
+            continue
+        problems.check_unique(str(path), line_number, "question_id", str(row["question_id"]))
         rows.append(row)
+    if problems:
+        listed = "\n".join(f"  {spec.name}: {problem}" for problem in problems.problems[:MAX_PROBLEMS_SHOWN])
+        raise BenchmarkDataError(f"{spec.name}: {len(problems.problems)} problem(s) in {path}:\n{listed}")
     if not rows:
         raise BenchmarkDataError(f"{spec.name}: {path} holds no questions")
     return rows
-
-
-def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise BenchmarkDataError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
 
 
 def _row_problem(row: Any, spec: Benchmark) -> str | None:

@@ -68,7 +68,6 @@ ROWS_PER_TASK = {"bison": 4, "nlvr2": 4, "cola": 4}
 def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
     """Save a tiny random ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` in ``folder`` (~2 s)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -77,29 +76,12 @@ def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
-        PreTrainedTokenizerFast,
     )
 
-    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(TRAINING_TEXTS, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>"},
-        padding_side="left",
-        model_max_length=2048,
+    from builders.llm.tiny import train_tokenizer
+
+    tokenizer = train_tokenizer(
+        TRAINING_TEXTS, vocab_size=400, extra_special_tokens={"image_token": "<image>"}, add_bos=False
     )
     tokenizer.chat_template = VICUNA_V1_TEMPLATE
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")

@@ -20,7 +20,7 @@ from cadvi.demo import draw_stand_in_images
 from eval_tasks.cadvi_seed_video import utils as seed
 from tests import eval_fixtures
 from tests.conftest import CADQA_OFFICIAL
-from tests.test_eval_seed_video import QUESTIONS, VIDEOS, write_questions, write_video
+from tests.test_eval_seed_video import QUESTIONS, write_questions, write_videos
 
 tiny_llava = eval_fixtures.tiny_llava
 
@@ -43,8 +43,7 @@ def test_tag_cadvi_runs_all_seven_benchmarks_in_one_call(shared_server, tiny_lla
     (bench.annotations / "CaD_QA_eval.jsonl").write_text("\n".join(lines) + "\n")
     draw_stand_in_images((n for line in lines for n in json.loads(line)["image"]), bench.images / "cadqa")
     write_questions(bench.annotations, QUESTIONS)
-    for name, (frames, fps, codec) in VIDEOS.items():
-        write_video(tmp_path / "videos" / name, frames, fps, codec)
+    write_videos(tmp_path / "videos")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CADVI_", "OPENAI_", "API_TYPE", "CADQA_"))}
     env |= {

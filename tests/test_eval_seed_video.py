@@ -109,6 +109,19 @@ def write_video(path: Path, frames: int, fps: int, codec: str, size: tuple[int, 
             container.mux(packet)
 
 
+def write_videos(root: Path) -> None:
+    """Write :data:`VIDEOS` under ``root`` in a fresh interpreter.
+
+    In-process encoding is fragile: once decord (imported by lmms-eval's ``llava_hf``) has loaded its
+    own FFmpeg libraries, PyAV's libvpx encoder fails to open (``avcodec_open2: Invalid argument``).
+    """
+    script = (
+        f"from pathlib import Path\nfrom tests.test_eval_seed_video import VIDEOS, write_video\n"
+        f"for name, spec in VIDEOS.items():\n    write_video(Path({str(root)!r}) / name, *spec)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+
+
 def write_questions(folder: Path, questions: list[dict[str, Any]], type_table: dict[str, int] = TYPE_TABLE) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / seed.QUESTION_FILE
@@ -126,8 +139,7 @@ def frame_index(image: Any) -> int:
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("seed-video")
-    for name, (frames, fps, codec) in VIDEOS.items():
-        write_video(root / "videos" / name, frames, fps, codec)
+    write_videos(root / "videos")
     write_questions(root / "annotations", QUESTIONS)
     return root
 

@@ -16,6 +16,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 # Mixtral-8x7B-Instruct-v0.1's original template: no system role, strictly alternating turns.
 MIXTRAL_CHAT_TEMPLATE = (
@@ -76,36 +80,59 @@ def build_tiny_chat_model(
     return path
 
 
-def _build(folder: Path, texts: tuple[str, ...], vocab_size: int, seed: int) -> None:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import GenerationConfig, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+def train_tokenizer(
+    texts: Sequence[str],
+    *,
+    vocab_size: int,
+    extra_special_tokens: dict[str, str] | None = None,
+    add_bos: bool = True,
+    model_max_length: int = 2048,
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on ``texts``, as a ``PreTrainedTokenizerFast`` (left padding).
 
-    # Byte-level BPE: every string is encodable (no <unk> surprises) and decoding restores spaces.
+    Byte-level: every string is encodable (no ``<unk>`` surprises) and decoding restores spaces.
+    ``add_bos``: plain encoding adds ``<s>`` like Llama/Mistral tokenizers (chat prompts carry it in
+    the template). ``extra_special_tokens`` (e.g. ``{"image_token": "<image>"}``) follow the four
+    base specials, so their ids are 4, 5, ...
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    extra = dict(extra_special_tokens or {})
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=[*SPECIAL_TOKENS, *extra.values()],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(texts, trainer=trainer)
-    bos_id = bpe.token_to_id("<s>")
-    # Like Llama/Mistral tokenizers: plain encoding adds BOS; chat prompts carry it in the template.
-    bpe.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
-    )
-    tokenizer = PreTrainedTokenizerFast(
+    if add_bos:
+        bos_id = bpe.token_to_id("<s>")
+        bpe.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+        )
+    options = {"extra_special_tokens": extra} if extra else {}
+    return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<pad>",
         padding_side="left",
-        model_max_length=2048,
+        model_max_length=model_max_length,
+        **options,
     )
+
+
+def _build(folder: Path, texts: tuple[str, ...], vocab_size: int, seed: int) -> None:
+    import torch
+    from transformers import GenerationConfig, MistralConfig, MistralForCausalLM
+
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
+    bos_id = tokenizer.bos_token_id
     tokenizer.chat_template = MIXTRAL_CHAT_TEMPLATE
 
     config = MistralConfig(
