@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,3 +237,40 @@ def bench_env(cadvi_bench: BenchFolders, monkeypatch: pytest.MonkeyPatch) -> Ite
     for key, value in cadvi_bench.env.items():
         monkeypatch.setenv(key, value)
     yield cadvi_bench
+
+
+LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
+
+
+def run_lmms_eval(
+    args: list[str], env: dict[str, str], tmp_path: Path, *, timeout: float = 300
+) -> tuple[dict[str, Any], str]:
+    """Run the real ``lmms-eval`` CLI offline with ``env`` (our ``CADVI_*`` variables only from it).
+
+    lmms-eval exits 0 even when a task fails, so the results JSON must exist; returns its
+    ``results`` and the console output.
+    """
+    output = tmp_path / "out"
+    full_env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("CADVI_")},
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **env,
+    }
+    process = subprocess.run(
+        [str(LMMS_EVAL), *args, "--output_path", str(output)],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    console = process.stdout + process.stderr
+    assert process.returncode == 0, console[-4000:]
+    found = sorted(output.rglob("*_results.json"))
+    assert found, f"lmms-eval wrote no results:\n{console[-4000:]}"
+    return json.loads(found[-1].read_text())["results"], console

@@ -8,11 +8,7 @@ so everything is asserted on the results JSON.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +16,7 @@ from cadvi.demo import draw_stand_in_images
 from eval_tasks.cadvi_seed_video import utils as seed
 from tests import eval_fixtures
 from tests.conftest import CADQA_OFFICIAL
+from tests.eval_fixtures import run_lmms_eval
 from tests.test_eval_seed_video import QUESTIONS, write_questions, write_videos
 
 tiny_llava = eval_fixtures.tiny_llava
@@ -45,8 +42,7 @@ def test_tag_cadvi_runs_all_seven_benchmarks_in_one_call(shared_server, tiny_lla
     write_questions(bench.annotations, QUESTIONS)
     write_videos(tmp_path / "videos")
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CADVI_", "OPENAI_", "API_TYPE", "CADQA_"))}
-    env |= {
+    env = {
         **bench.env,
         seed.VIDEO_ROOT_ENV: str(tmp_path / "videos"),
         "API_TYPE": "openai",
@@ -55,34 +51,10 @@ def test_tag_cadvi_runs_all_seven_benchmarks_in_one_call(shared_server, tiny_lla
         "CADQA_JUDGE_MODEL": shared_server.model_id,
         "CADQA_JUDGE_NUM_RETRIES": "1",
         "CADQA_JUDGE_RETRY_DELAY": "0",
-        "HF_HOME": str(tmp_path / "hf"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
     }
-    out = tmp_path / "results"
-    command = [
-        str(Path(sys.executable).with_name("lmms-eval")),
-        "--model",
-        "llava_hf",
-        "--model_args",
-        f"pretrained={tiny_llava},device=cpu,device_map=cpu",
-        "--gen_kwargs",
-        "max_new_tokens=6",
-        "--tasks",
-        "cadvi",
-        "--limit",
-        "2",
-        "--output_path",
-        str(out),
-    ]
-    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    console = run.stdout + run.stderr
-    found = sorted(out.rglob("*_results.json"))
-    assert run.returncode == 0 and found, console[-6000:]
-    results = json.loads(found[-1].read_text())["results"]
+    model = ["--model", "llava_hf", "--model_args", f"pretrained={tiny_llava},device=cpu,device_map=cpu"]
+    options = ["--gen_kwargs", "max_new_tokens=6", "--tasks", "cadvi", "--limit", "2"]
+    results, _ = run_lmms_eval(model + options, env, tmp_path, timeout=600)
     assert set(ALL_TASKS) <= set(results), sorted(results)
     for task in ALL_TASKS:
         metrics = {k: v for k, v in results[task].items() if k.endswith(",none")}

@@ -21,9 +21,8 @@ import pytest
 from eval_tasks import scoring
 from eval_tasks.cadvi_seed_video import utils as seed
 from eval_tasks.data import BenchmarkDataError, MissingBenchmarkImageError
-from tests.eval_fixtures import tiny_llava  # noqa: F401  (fixture)
+from tests.eval_fixtures import run_lmms_eval, tiny_llava  # noqa: F401  (tiny_llava: a fixture)
 
-LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
 TASKS = ("cadvi_seed_video_2frame", "cadvi_seed_video_1frame")
 CLI_TIMEOUT_S = 300
 TYPE_TABLE = {
@@ -378,32 +377,12 @@ def test_task_yamls() -> None:
 
 def run_cli(args: list[str], release: Path, tmp_path: Path) -> tuple[dict[str, Any], str]:
     """Run ``lmms-eval`` offline on the fixture release (our tasks found with no extra flag)."""
-    output = tmp_path / "out"
     env = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("CADVI_")},
         "CADVI_EVAL_DATA_DIR": str(release / "annotations"),
         seed.VIDEO_ROOT_ENV: str(release / "videos"),
-        "HF_HOME": str(tmp_path / "hf"),
         "LMMS_EVAL_DATASETS_CACHE": str(tmp_path / "datasets"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
     }
-    process = subprocess.run(
-        [str(LMMS_EVAL), *args, "--output_path", str(output)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-    )
-    console = process.stdout + process.stderr
-    assert process.returncode == 0, console[-4000:]
-    found = sorted(output.rglob("*_results.json"))
-    assert found, f"lmms-eval wrote no results:\n{console[-4000:]}"
-    return json.loads(found[-1].read_text())["results"], console
+    return run_lmms_eval(args, env, tmp_path, timeout=CLI_TIMEOUT_S)
 
 
 @pytest.mark.slow

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,14 +17,21 @@ import pytest
 
 from eval_tasks import data, registration, scoring
 from tests import eval_fixtures
-from tests.eval_fixtures import FIVE_TASKS, IMAGE_TOKENS, SHARED_EVAL, SYSTEM, BenchFolders, official_rows
+from tests.eval_fixtures import (
+    FIVE_TASKS,
+    IMAGE_TOKENS,
+    SHARED_EVAL,
+    SYSTEM,
+    BenchFolders,
+    official_rows,
+    run_lmms_eval,
+)
 
 # The fixtures of tests/eval_fixtures.py, made visible to this module's tests.
 tiny_llava = eval_fixtures.tiny_llava
 cadvi_bench = eval_fixtures.cadvi_bench
 bench_env = eval_fixtures.bench_env
 
-LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
 OFFICIAL_COUNTS = {"bison": 150, "svo_probes": 1500, "nlvr2": 150, "eqben": 240, "cola": 420}
 CLI_TIMEOUT_S = 300
 
@@ -240,30 +245,7 @@ def test_include_path_works_without_the_hook(monkeypatch: pytest.MonkeyPatch) ->
 
 def run_cli(args: list[str], bench: BenchFolders, tmp_path: Path) -> tuple[dict[str, Any], str]:
     """Run ``lmms-eval`` offline on the fixture benchmarks; the results JSON and the console output."""
-    output = tmp_path / "out"
-    env = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("CADVI_")},
-        **bench.env,
-        "HF_HOME": str(tmp_path / "hf"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    process = subprocess.run(
-        [str(LMMS_EVAL), *args, "--output_path", str(output)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-    )
-    console = process.stdout + process.stderr
-    assert process.returncode == 0, console[-4000:]
-    found = sorted(output.rglob("*_results.json"))
-    assert found, f"lmms-eval wrote no results:\n{console[-4000:]}"
-    return json.loads(found[-1].read_text())["results"], console
+    return run_lmms_eval(args, bench.env, tmp_path, timeout=CLI_TIMEOUT_S)
 
 
 def metric(results: dict[str, Any], task: str, name: str) -> dict[str, Any]:
