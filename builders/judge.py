@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from builders.confidence import CONFIDENCE, mean_with_ci
 from builders.llm.base import Backend, Request, Sampling
 from prompts import load_template
 
@@ -40,7 +41,6 @@ DEFAULT_JUDGE_MODEL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 # The paper: max 20 new tokens. Greedy so that the same answer always gets the same rating.
 JUDGE_SAMPLING = Sampling(max_tokens=20, temperature=0.0)
 RATINGS: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
-CONFIDENCE = 0.95
 
 # ----- reading a rating -----
 
@@ -221,27 +221,6 @@ def read_predictions(path: str | os.PathLike) -> dict[str, str]:
 
 # ----- statistics -----
 
-# (values) -> (mean, ci_low, ci_high); eval_tasks.scoring supplies the shared one (builders may not import it).
-MeanCI = Callable[[Sequence[float]], tuple[float, float, float]]
-
-
-def bootstrap_mean_ci(
-    values: Sequence[float], *, confidence: float = CONFIDENCE, resamples: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI; the fallback when the caller passes no shared ``mean_ci``."""
-    import numpy as np
-
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        raise ValueError("no values to average")
-    mean = float(data.mean())
-    if data.size == 1:
-        return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    return mean, float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
 
 @dataclass(frozen=True)
 class RatingSummary:
@@ -260,9 +239,7 @@ class RatingSummary:
         return self.n - self.invalid
 
     @classmethod
-    def of(
-        cls, ratings: Iterable[int | None], *, mean_ci: MeanCI | None = None, confidence: float = CONFIDENCE
-    ) -> RatingSummary:
+    def of(cls, ratings: Iterable[int | None], *, confidence: float = CONFIDENCE) -> RatingSummary:
         ratings = list(ratings)
         valid = [r for r in ratings if r is not None]
         if any(r not in RATINGS for r in valid):
@@ -272,7 +249,8 @@ class RatingSummary:
             histogram[rating] += 1
         mean = low = high = None
         if valid:
-            mean, low, high = (mean_ci or bootstrap_mean_ci)([float(r) for r in valid])
+            summary = mean_with_ci(valid, confidence=confidence)
+            mean, low, high = summary["value"], summary["ci_low"], summary["ci_high"]
         return cls(len(ratings), len(ratings) - len(valid), mean, low, high, histogram, confidence)
 
     def as_dict(self) -> dict[str, Any]:
@@ -348,7 +326,6 @@ def judge(
     *,
     retries: int = 1,
     template: str = JUDGE_TEMPLATE,
-    mean_ci: MeanCI | None = None,
     progress: Callable[[int], None] | None = None,
     warn_invalid: bool = True,
 ) -> JudgeReport:
@@ -397,7 +374,7 @@ def judge(
         Judgement(item, ratings[i], tuple(raw[i]), tuple(errors[i]), template, loaded.sha256, model)
         for i, item in enumerate(items)
     )
-    summary = RatingSummary.of(ratings, mean_ci=mean_ci)
+    summary = RatingSummary.of(ratings)
     if summary.invalid and warn_invalid:
         failed = sum(1 for record in records if record.errors and not record.valid)
         logger.warning(

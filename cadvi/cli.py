@@ -305,7 +305,6 @@ def _judge(args: argparse.Namespace) -> int:
     import cadqa
     from builders.judge import BackendAsk, JudgeItem, judge, read_predictions
     from builders.llm.base import Sampling
-    from eval_tasks.scoring import mean_with_ci
 
     predictions = read_predictions(args.predictions)
     with console.status(f"reading references from {args.references}"):
@@ -330,7 +329,6 @@ def _judge(args: argparse.Namespace) -> int:
                 BackendAsk(backend, sampling=sampling),
                 retries=args.retries,
                 template=args.template,
-                mean_ci=_shared_mean_ci(mean_with_ci),
                 progress=lambda n: progress.advance(task, n),
             )
     except RuntimeError as error:  # a judge that never answered: nothing is written
@@ -347,16 +345,6 @@ def _judge(args: argparse.Namespace) -> int:
     _print_judge_report(report, len(rows))
     console.print(f"[green]wrote[/green] {out} ({len(report.records):,} judgements) and {summary_path}")
     return 0
-
-
-def _shared_mean_ci(mean_with_ci):
-    """eval_tasks.scoring's bootstrap, shaped as builders.judge wants it: values -> (mean, low, high)."""
-
-    def mean_ci(values):
-        summary = mean_with_ci(values)
-        return summary["value"], summary["ci_low"], summary["ci_high"]
-
-    return mean_ci
 
 
 def _print_judge_report(report, references: int) -> None:

@@ -135,12 +135,8 @@ def test_judge_retries_are_configurable():
 
 
 def test_rating_summary_with_the_shared_bootstrap():
-    def shared(values):
-        summary = mean_with_ci(values)
-        return summary["value"], summary["ci_low"], summary["ci_high"]
-
     ratings = [5, 5, 4, 0, None, 3, None, 1]
-    summary = RatingSummary.of(ratings, mean_ci=shared)
+    summary = RatingSummary.of(ratings)
     assert summary.mean == pytest.approx(18 / 6)
     assert (summary.ci_low, summary.ci_high) == pytest.approx(
         (mean_with_ci([5, 5, 4, 0, 3, 1])["ci_low"], mean_with_ci([5, 5, 4, 0, 3, 1])["ci_high"])

@@ -41,7 +41,7 @@ import cadqa
 from builders.judge import JudgeItem, LmmsEvalAsk, LmmsEvalJudgeSettings, RatingSummary, judge
 from builders.release.origin import HUB_REPO, HUB_REVISION
 from builders.release.sources import file_sha256
-from eval_tasks import data, scoring
+from eval_tasks import data
 from eval_tasks.data import doc_to_messages, doc_to_text, doc_to_visual
 
 __all__ = [
@@ -143,13 +143,8 @@ def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[s
     return {metric: record for metric in METRICS}
 
 
-def _mean_ci(values: list[float]) -> tuple[float, float, float]:
-    summary = scoring.mean_with_ci(values)
-    return summary["value"], summary["ci_low"], summary["ci_high"]
-
-
 def _summary(results: list[dict[str, Any]]) -> RatingSummary:
-    return RatingSummary.of((result["rating"] for result in results), mean_ci=_mean_ci)
+    return RatingSummary.of(result["rating"] for result in results)
 
 
 def judge_rating(results: list[dict[str, Any]]) -> dict[str, Any]:
