@@ -9,18 +9,25 @@ the dataset builders use.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from builders.release.images import UnsafeImageNameError, checked_relative_name
 from builders.release.sources import iter_json_records
-from builders.release.validate import ProblemCollector
+from builders.release.validate import ProblemCollector, UnsafeImageNameError, checked_relative_name
 
 Choose = Literal["first", "longest"]
 CaptionFormat = Literal["auto", "localized-narratives", "coco", "jsonl"]
+LongCaptions = Literal["error", "skip", "truncate"]
+# Localized Narratives average ~36 words (~200 characters), SVIT detailed descriptions a few hundred words:
+# far longer text is a broken row (a whole file in one field), and two of them must still fit a prompt.
+DEFAULT_MAX_CAPTION_CHARS = 8_000
+LONG_SHOWN = 5
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,41 +65,87 @@ def source_name(dataset_id: str) -> str:
     return source
 
 
+@dataclass(frozen=True)
+class LengthPolicy:
+    """What to do with a caption longer than ``max_chars``: report it as a problem, skip it, or cut it."""
+
+    max_chars: int = DEFAULT_MAX_CAPTION_CHARS
+    long_captions: LongCaptions = "error"
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 1:
+            raise ValueError(f"max_chars must be >= 1, got {self.max_chars}")
+        if self.long_captions not in ("error", "skip", "truncate"):
+            raise ValueError(f"long_captions must be error, skip or truncate, got {self.long_captions!r}")
+
+
 def read_captions(
-    paths: str | os.PathLike | Sequence[str | os.PathLike], *, fmt: CaptionFormat = "auto", choose: Choose = "first"
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    fmt: CaptionFormat = "auto",
+    choose: Choose = "first",
+    max_chars: int = DEFAULT_MAX_CAPTION_CHARS,
+    long_captions: LongCaptions = "error",
 ) -> list[ImageCaption]:
     """One :class:`ImageCaption` per image, in the order images first appear.
 
     ``choose`` picks the caption of an image with several: the first seen, or the longest.
-    Every bad row of every file is reported at once (``file:row: reason``).
+    Every bad row of every file is reported at once (``file:row: reason``). A caption longer than
+    ``max_chars`` is such a problem (``long_captions="error"``), or is dropped (``"skip"``) or cut at a
+    word boundary (``"truncate"``), each reported as a warning with its ``file:row``.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    policy = LengthPolicy(max_chars, long_captions)
     problems = ProblemCollector()
+    long: list[str] = []
     chosen: dict[str, ImageCaption] = {}
     for path in map(Path, paths):
-        for item in _read_file(path, fmt, problems):
+        if path.is_dir():
+            problems.add(str(path), None, "is a folder, not a caption file")
+            continue
+        if not path.is_file():
+            problems.add(str(path), None, "no such caption file")
+            continue
+        found = False
+        for item in _read_file(path, fmt, problems, policy, long):
+            found = True
             current = chosen.get(item.image)
             if current is None or (choose == "longest" and len(item.caption) > len(current.caption)):
                 chosen[item.image] = item
+        if not found and not problems:
+            problems.add(str(path), None, "no captions in this file")
     problems.raise_if_any()
+    if long:
+        verb = "skipped" if policy.long_captions == "skip" else f"truncated to {policy.max_chars:,} characters"
+        more = f" and {len(long) - LONG_SHOWN} more" if len(long) > LONG_SHOWN else ""
+        logger.warning(
+            "%d captions over %s characters %s: %s%s",
+            len(long),
+            f"{policy.max_chars:,}",
+            verb,
+            ", ".join(long[:LONG_SHOWN]),
+            more,
+        )
     return list(chosen.values())
 
 
-def _read_file(path: Path, fmt: CaptionFormat, problems: ProblemCollector) -> Iterator[ImageCaption]:
+def _read_file(
+    path: Path, fmt: CaptionFormat, problems: ProblemCollector, policy: LengthPolicy, long: list[str]
+) -> Iterator[ImageCaption]:
     if fmt == "auto":
         fmt = "coco" if path.suffix == ".json" else "jsonl"
     if fmt == "coco":
-        yield from _coco(path, problems)
+        yield from _coco(path, problems, policy, long)
         return
     for row, record in iter_json_records(path, problems):
         if not isinstance(record, dict):
             problems.add(str(path), row, f"a caption row must be an object, got {type(record).__name__}")
             continue
         if fmt == "localized-narratives" or "dataset_id" in record:
-            yield from _checked(path, row, problems, lambda r=record: _narrative(r))
+            yield from _checked(path, row, problems, policy, long, lambda r=record: _narrative(r))
         else:
-            yield from _checked(path, row, problems, lambda r=record: _plain(r, path.stem))
+            yield from _checked(path, row, problems, policy, long, lambda r=record: _plain(r, path.stem))
 
 
 def _narrative(record: dict[str, Any]) -> Iterable[ImageCaption]:
@@ -111,7 +164,7 @@ def _plain(record: dict[str, Any], source: str) -> Iterable[ImageCaption]:
     return [ImageCaption(image, caption, source) for caption in captions]
 
 
-def _coco(path: Path, problems: ProblemCollector) -> Iterator[ImageCaption]:
+def _coco(path: Path, problems: ProblemCollector, policy: LengthPolicy, long: list[str]) -> Iterator[ImageCaption]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         names = {image["id"]: image["file_name"] for image in data["images"]}
@@ -120,7 +173,7 @@ def _coco(path: Path, problems: ProblemCollector) -> Iterator[ImageCaption]:
         problems.add(str(path), None, f"not a COCO caption file (images/annotations): {error}")
         return
     for row, annotation in enumerate(annotations, start=1):
-        yield from _checked(path, row, problems, lambda a=annotation: _coco_annotation(a, names))
+        yield from _checked(path, row, problems, policy, long, lambda a=annotation: _coco_annotation(a, names))
 
 
 def _coco_annotation(annotation: Any, names: dict[Any, str]) -> Iterable[ImageCaption]:
@@ -131,9 +184,14 @@ def _coco_annotation(annotation: Any, names: dict[Any, str]) -> Iterable[ImageCa
 
 
 def _checked(
-    path: Path, row: int, problems: ProblemCollector, make: Callable[[], Iterable[ImageCaption]]
+    path: Path,
+    row: int,
+    problems: ProblemCollector,
+    policy: LengthPolicy,
+    long: list[str],
+    make: Callable[[], Iterable[ImageCaption]],
 ) -> Iterator[ImageCaption]:
-    """The row's captions, cleaned, or its problem recorded (``file:row: reason``)."""
+    """The row's captions, cleaned and length-checked, or its problem recorded (``file:row: reason``)."""
     try:
         items = list(make())
     except ValueError as error:
@@ -148,4 +206,25 @@ def _checked(
         if not isinstance(item.caption, str) or not item.caption.strip():
             problems.add(str(path), row, "empty caption")
             continue
-        yield ImageCaption(item.image, " ".join(item.caption.split()), item.source)
+        caption = " ".join(item.caption.split())
+        if len(caption) > policy.max_chars:
+            if policy.long_captions == "error":
+                problems.add(
+                    str(path),
+                    row,
+                    f"caption of {len(caption):,} characters is longer than {policy.max_chars:,} "
+                    "(--max-caption-chars); skip or cut such captions with --long-captions skip|truncate",
+                )
+                continue
+            long.append(f"{path}:{row}")
+            if policy.long_captions == "skip":
+                continue
+            caption = _truncate(caption, policy.max_chars)
+        yield ImageCaption(item.image, caption, item.source)
+
+
+def _truncate(text: str, max_chars: int) -> str:
+    """``text`` cut to at most ``max_chars`` characters, at the last space when there is one."""
+    cut = text[:max_chars]
+    space = cut.rfind(" ")
+    return cut[:space] if space > 0 and len(text) > max_chars and text[max_chars] != " " else cut

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from builders.confidence import CONFIDENCE, mean_with_ci
-from builders.llm.base import Backend, Request, Sampling
+from builders.llm.base import (
+    Backend,
+    BackendRefusedError,
+    BackendUnavailableError,
+    CircuitBreaker,
+    Request,
+    Sampling,
+)
 from prompts import load_template
 
 logger = logging.getLogger(__name__)
@@ -45,57 +53,54 @@ RATINGS: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
 # ----- reading a rating -----
 
 # The scale echoed back ("Rating (0-5): 4", "on a scale from 0 to 5") is not a candidate rating.
-_SCALE_ECHO = re.compile(r"\b0\s*(?:-|–|—|to)\s*5\b", re.IGNORECASE)
-# A number, with an optional sign, fraction and denominator ("4", "-1", "4.0", "4/5", "4 (out of 5)").
-_NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-−]\s?)?(?P<int>\d+)(?:\.(?P<frac>\d+))?(?![\w])"
-    r"(?:\s*\(?\s*(?:/|out\s+of)\s*(?P<den>\d+)(?:\.\d+)?\)?)?",
+_SCALE_ECHO = re.compile(r"\(?\s*(?:from\s+)?\b0\s*(?:-|–|—|to)\s*5\b\s*\)?", re.IGNORECASE)
+# One rating: "4", "4.0", "[3]", "4/5", "4 (out of 5)"; sign and fraction are read so they can be refused.
+_RATING = (
+    r"[\[(]?\s*(?P<sign>[-−]\s?)?(?P<int>\d+)(?:\.(?P<frac>\d+))?"
+    r"(?:\s*\(?\s*(?:/|out\s+of)\s*(?P<den>\d+)(?:\.\d+)?\s*\)?)?\s*[\])]?(?![\w.]*\d)"
+)
+_LABEL = r"(?:(?:the|my|final)\s+)*\b(?:rating|score|grade)\b"
+# A first line that is a rating and nothing else: "4", "4.", "**4**", "Rating: 4", "The rating is 4.", "4/5".
+_RATING_LINE = re.compile(rf"(?:{_LABEL}\s*(?:[:=]|is)?\s*)?{_RATING}\s*[.!]?", re.IGNORECASE)
+# A rating stated anywhere: "Rating: 2", "The score is 4", "score of 4", "I rate it 3 (out of 5)".
+_LABELLED = re.compile(
+    rf"(?:{_LABEL}\s*(?:[:=]|is|of|would\s+be|should\s+be)|\brate\s+(?:it|this(?:\s+answer)?|the\s+(?:predicted\s+)?"
+    rf"answer)?\s*(?:a|as|at)?)\s*{_RATING}",
     re.IGNORECASE,
 )
-# Numbers that name an image ("Image 2 shows ...") are not ratings.
-_IMAGE_REFERENCE = re.compile(r"\bimages?\s*#?\s*$", re.IGNORECASE)
-# The number follows a label: "Rating: 4", "The rating is 4", "score of 4", "**Rating:** 4".
-_LABELLED = re.compile(
-    r"\b(?:rating|score|grade)\b[\s*_]*(?:[:=]|is|of|would\s+be|should\s+be)?[\s*_\[(]*$", re.IGNORECASE
-)
-# Where a sentence or line ends: the verdict is read from the first one that holds a number.
-_SEGMENT_END = re.compile(r"(?<=[.!?])\s+|\n")
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    segment: int  # which sentence or line it is in
-    value: int | None  # None: not a rating on the 0-5 scale (negative, fractional, too large, another scale)
-    labelled: bool  # right after "rating", "score" or "grade"
+# A number opening the first line ("4. Rating: 3", "1. The answer..."): not a verdict by itself, but a
+# rating stated elsewhere must agree with it.
+_LEADING_NUMBER = re.compile(_RATING)
 
 
 def parse_rating(text: str | None) -> int | None:
-    """The 0-5 rating in a judge's answer, or None when there is no single, in-range one.
+    """The 0-5 rating of a judge's reply, or None unless the reply is a rating in an accepted form.
 
-    Accepted: ``4``, ``Rating: 4``, ``4/5``, ``**4**``, ``4.``, ``The rating is 4.``, ``4 out of 5``.
-    Rejected (None): no number; a number outside 0-5 (``6``, ``-1``); another scale (``7/10``); a
-    fraction (``3.5``); several different candidates (``3 or 4``, ``Rating: 4. Rating: 3``).
-
-    The verdict is the first sentence or line that holds a number: every number in it, and every
-    labelled number ("Rating: 3") anywhere, must be the same in-range rating. So ``4. The answer
-    names 2 dogs.`` is 4, while ``3 or 4`` is ambiguous. ``Image 2`` is never a candidate, and
-    neither is the scale ("0-5", "0 to 5") when the judge repeats it.
+    Accepted: a first line that is a rating and nothing else (``4``, ``4.``, ``**4**``, ``[3]``, ``4/5``,
+    ``Rating: 4``, ``Score: 4.0``, ``The rating is 4.``), optionally followed by an explanation on the
+    next lines; or a rating stated with its label (``... Rating: 2``, ``I would rate it 3 (out of 5).``).
+    Every rating the reply states must be the same, in range, on the 0-5 scale, and agree with a number
+    that opens the reply. Rejected (None): no such form (``Commonalities:\nDifferences:\n1.``, where
+    ``1.`` is a list number, or ``1. The answer ...``); out of range (``6``, ``-1``); another scale
+    (``7/10``); a fraction (``3.5``); disagreement (``3 or 4``, ``4. Rating: 3``). The scale repeated
+    back ("0-5", "0 to 5") is ignored.
     """
     if not text:
         return None
-    text = _SCALE_ECHO.sub(" ", text)
-    ends = [match.end() for match in _SEGMENT_END.finditer(text)]
-    candidates = []
-    for match in _NUMBER.finditer(text):
-        before = text[: match.start()]
-        if _IMAGE_REFERENCE.search(before[-12:]):
-            continue
-        segment = sum(1 for end in ends if end <= match.start())
-        candidates.append(_Candidate(segment, _rating_value(match), bool(_LABELLED.search(before[-40:]))))
-    if not candidates:
+    text = _SCALE_ECHO.sub(" ", text.replace("**", "").replace("__", "").replace("`", ""))
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
         return None
-    first = candidates[0].segment
-    values = {c.value for c in candidates if c.segment == first or c.labelled}
+    verdicts = [match for match in _LABELLED.finditer(text)]
+    whole_line = _RATING_LINE.fullmatch(lines[0])
+    if whole_line:
+        verdicts.append(whole_line)
+    if not verdicts:
+        return None
+    values = {_rating_value(match) for match in verdicts}
+    leading = _LEADING_NUMBER.match(lines[0])
+    if leading and not whole_line:
+        values.add(_rating_value(leading))
     if len(values) != 1 or None in values:
         return None
     return values.pop()
@@ -115,9 +120,15 @@ def _rating_value(match: re.Match[str]) -> int | None:
 
 @dataclass(frozen=True)
 class Failed:
-    """What ``ask`` gives for a prompt whose request failed (no text came back); counts as an attempt."""
+    """What ``ask`` gives for a prompt whose request failed (no text came back).
+
+    A request the judge refused counts as an attempt. A ``transport`` failure (the judge server did not
+    answer: refused, timed out, 5xx after retries) is no attempt: the item is asked again, and a judge
+    that answers nothing for ``transport_rounds`` rounds stops the run (:class:`BackendUnavailableError`).
+    """
 
     error: str
+    transport: bool = False
 
 
 Answer = str | Failed
@@ -327,17 +338,25 @@ def judge(
     retries: int = 1,
     template: str = JUDGE_TEMPLATE,
     progress: Callable[[int], None] | None = None,
+    on_settled: Callable[[Judgement], None] | None = None,
+    transport_rounds: int = 3,
     warn_invalid: bool = True,
 ) -> JudgeReport:
     """Rate every item; items whose answer has no valid rating are asked again up to ``retries`` times.
 
     All first attempts go to ``ask`` as one batch, then the invalid ones as the next batch, so a backend
-    can run each round concurrently. ``progress`` is called with the number of items settled per round.
+    can run each round concurrently. ``progress`` is called with the number of items settled per round,
+    ``on_settled`` with each item's :class:`Judgement` as soon as it is final (so a caller can keep it
+    before the run ends). Items whose request failed in transport are asked again without using up an
+    attempt; when ``transport_rounds`` rounds in a row settle nothing because every request failed that
+    way, :class:`BackendUnavailableError` stops the run (``.settled`` holds the judgements made so far).
     ``warn_invalid=False`` leaves the warning about invalid judgements to the caller (the lmms-eval task
     judges one item per call and warns once, in its aggregation).
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    if transport_rounds < 1:
+        raise ValueError(f"transport_rounds must be >= 1, got {transport_rounds}")
     loaded = load_template(template)
     items = list(items)
     ids = [item.id for item in items]
@@ -347,33 +366,54 @@ def judge(
     prompts = [
         loaded.render(question=item.question, reference=item.reference, prediction=item.prediction) for item in items
     ]
+    model = getattr(ask, "model", None)
     raw: list[list[str]] = [[] for _ in items]
     errors: list[list[str]] = [[] for _ in items]
     ratings: list[int | None] = [None] * len(items)
+    settled: dict[int, Judgement] = {}
     pending = list(range(len(items)))
-    for round_number in range(retries + 1):
-        if not pending:
-            break
-        answers = list(ask([prompts[i] for i in pending]))
+    idle_rounds = 0  # rounds in a row in which every request failed in transport
+    while pending:
+        try:
+            answers = list(ask([prompts[i] for i in pending]))
+        except (BackendUnavailableError, BackendRefusedError) as error:  # keep what was judged before it stopped
+            error.settled = [settled[i] for i in sorted(settled)]  # type: ignore[attr-defined]
+            raise
         if len(answers) != len(pending):
             raise RuntimeError(f"ask returned {len(answers)} answers for {len(pending)} prompts")
+        still = []
         for index, answer in zip(pending, answers, strict=True):
             if isinstance(answer, Failed):
-                raw[index].append("")
                 errors[index].append(answer.error)
+                if answer.transport:  # the server failed, not the item: ask again, no attempt used
+                    still.append(index)
+                    continue
+                raw[index].append("")
             else:
                 raw[index].append(answer or "")
                 ratings[index] = parse_rating(answer)
-        still = [i for i in pending if ratings[i] is None]
-        settled = len(pending) - len(still) if round_number < retries else len(pending)
-        if progress is not None and settled:
-            progress(settled)
+            if ratings[index] is None and len(raw[index]) <= retries:
+                still.append(index)
+                continue
+            settled[index] = Judgement(
+                items[index], ratings[index], tuple(raw[index]), tuple(errors[index]), template, loaded.sha256, model
+            )
+            if on_settled is not None:
+                on_settled(settled[index])
+        done = len(pending) - len(still)
+        if progress is not None and done:
+            progress(done)
+        transported = all(isinstance(a, Failed) and a.transport for a in answers)
+        idle_rounds = idle_rounds + 1 if transported else 0
+        if idle_rounds >= transport_rounds:
+            error = BackendUnavailableError(
+                f"the judge server failed every request for {idle_rounds} rounds (last: {errors[still[0]][-1]}); "
+                f"{len(settled):,} of {len(items):,} items judged, {len(still):,} left to do"
+            )
+            error.settled = [settled[i] for i in sorted(settled)]  # type: ignore[attr-defined]
+            raise error
         pending = still
-    model = getattr(ask, "model", None)
-    records = tuple(
-        Judgement(item, ratings[i], tuple(raw[i]), tuple(errors[i]), template, loaded.sha256, model)
-        for i, item in enumerate(items)
-    )
+    records = tuple(settled[i] for i in range(len(items)))
     summary = RatingSummary.of(ratings)
     if summary.invalid and warn_invalid:
         failed = sum(1 for record in records if record.errors and not record.valid)
@@ -396,39 +436,62 @@ class BackendAsk:
     """``ask`` over a :mod:`builders.llm` backend (vLLM, an OpenAI-compatible server, transformers).
 
     Each prompt is one user turn (no system prompt: Mixtral's original template has no system role);
-    the backend runs the batch with its own concurrency and retries, and a request that still fails
-    comes back as :class:`Failed`, unless no request has ever succeeded: a judge that never answered is
-    misconfigured or away, and raises rather than reporting every item as invalid.
+    the backend runs the batch with its own concurrency and retries. The server is checked before the
+    first batch (and again after an outage); ``max_failures_in_a_row`` transport failures in a row stop
+    the batch, its unsent prompts coming back as transport failures. A request the judge refused comes
+    back as :class:`Failed`, unless no request has ever succeeded: a judge that refuses everything is
+    misconfigured, and raises rather than reporting every item as invalid.
     """
 
-    def __init__(self, backend: Backend, *, sampling: Sampling = JUDGE_SAMPLING) -> None:
+    def __init__(
+        self, backend: Backend, *, sampling: Sampling = JUDGE_SAMPLING, max_failures_in_a_row: int = 8
+    ) -> None:
         self.backend = backend
         self.sampling = sampling
         self.model = backend.model
+        self.max_failures_in_a_row = max_failures_in_a_row
         self._answered = False  # has any request succeeded yet
+        self._checked = False  # has the server passed its health check since the last outage
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend.describe(), "sampling": dataclasses.asdict(self.sampling)}
 
     def __call__(self, prompts: Sequence[str]) -> list[Answer]:
+        if not self._checked:
+            self.backend.check()
+            self._checked = True
         requests = [
             Request(key=str(i), messages=({"role": "user", "content": p},), sampling=self.sampling)
             for i, p in enumerate(prompts)
         ]
-        results = {result.key: result for result in self.backend.generate(requests)}
+        breaker = CircuitBreaker(self.max_failures_in_a_row)
+        results: dict[str, Any] = {}
+        stream = self.backend.generate(requests)
+        try:
+            for result in stream:
+                results[result.key] = result
+                if breaker.record(result):
+                    self._checked = False
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        unsent = f"not sent: the judge server failed {breaker.in_a_row} requests in a row"
         answers: list[Answer] = []
         for request in requests:
             result = results.get(request.key)
             if result is None:
-                answers.append(Failed("the backend returned no result"))
+                answers.append(Failed(unsent if breaker.tripped else "the backend returned no result", transport=True))
             elif not result.ok:
-                answers.append(Failed(result.error or "failed"))
+                answers.append(Failed(result.error or "failed", transport=result.transport_failed))
             else:
                 answers.append(result.text)
-        if not self._answered and answers and all(isinstance(answer, Failed) for answer in answers):
-            raise RuntimeError(
+        refused = [a for a in answers if isinstance(a, Failed) and not a.transport]
+        if not self._answered and answers and len(refused) == len(answers):
+            raise BackendRefusedError(
                 f"the judge ({self.model} on the {self.backend.name} backend) failed every request before answering "
-                f"any, e.g. {answers[0].error}; check the server address, model name and key"
+                f"any, e.g. {refused[0].error}; check the server address, model name and key"
             )
         self._answered = self._answered or any(isinstance(answer, str) for answer in answers)
         return answers
@@ -492,14 +555,30 @@ class LmmsEvalAsk:
     """``ask`` over lmms-eval's judge server: ``get_server(API_TYPE, ServerConfig(...)).evaluate(...)``.
 
     lmms-eval is imported here, lazily, so the rest of this module works without it. A request that
-    still fails after lmms-eval's own retries comes back as :class:`Failed` (the item becomes invalid)
-    once the judge has answered at least once. A judge that cannot work at all raises instead, so a
-    misconfigured run stops rather than reporting every item as invalid: no API key (at construction),
-    or a failure before any request succeeded (wrong URL, unknown model name, server down).
+    still fails after lmms-eval's own retries comes back as :class:`Failed` once the judge has answered
+    at least once: refused by the judge (a 4xx), the item becomes invalid; failed in transport (server
+    away, timeouts, 5xx), it is no attempt. After ``max_failures_in_a_row`` transport failures in a row
+    the next ``cooldown`` prompts fail at once, without a request (each failure already cost lmms-eval's
+    retries, 5 x 10 s by default), then one request probes the server again. A judge that cannot work at
+    all raises instead, so a misconfigured run stops rather than reporting every item as invalid: no API
+    key (at construction), or a failure before any request succeeded (wrong URL, unknown model, down).
     """
 
-    def __init__(self, settings: LmmsEvalJudgeSettings | None = None, *, server: Any = None) -> None:
+    def __init__(
+        self,
+        settings: LmmsEvalJudgeSettings | None = None,
+        *,
+        server: Any = None,
+        max_failures_in_a_row: int = 3,
+        cooldown: int = 50,
+    ) -> None:
         from lmms_eval.llm_judge import ServerConfig, get_server
+
+        self.max_failures_in_a_row = max_failures_in_a_row
+        self.cooldown = cooldown
+        self._failures_in_a_row = 0
+        self._skip = 0  # prompts still to fail at once after the breaker tripped
+        self._lock = threading.Lock()
 
         self.settings = settings or LmmsEvalJudgeSettings.from_env()
         self.model = self.settings.model
@@ -532,6 +611,12 @@ class LmmsEvalAsk:
     def _one(self, prompt: str) -> Answer:
         from lmms_eval.llm_judge import Request as JudgeRequest
 
+        from builders.llm.openai_backend import is_transport_error
+
+        with self._lock:
+            if self._skip > 0:
+                self._skip -= 1
+                return Failed(f"not sent: the judge server failed {self._failures_in_a_row} requests in a row", True)
         request = JudgeRequest(messages=[{"role": "user", "content": prompt}], config=self.config)
         try:
             response = self.server.evaluate(request)
@@ -546,7 +631,14 @@ class LmmsEvalAsk:
                     f"after {self.settings.num_retries} tries: {message}; check API_TYPE, OPENAI_API_URL and "
                     f"{JUDGE_ENV['model']}"
                 ) from error
-            return Failed(message)
+            transport = is_transport_error(error)
+            with self._lock:
+                self._failures_in_a_row = self._failures_in_a_row + 1 if transport else 0
+                if self._failures_in_a_row >= self.max_failures_in_a_row:
+                    self._skip = self.cooldown
+            return Failed(message, transport=transport)
+        with self._lock:
+            self._failures_in_a_row = 0
         self._answered = True
         return response.content or ""
 

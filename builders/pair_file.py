@@ -7,9 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from builders.release.images import UnsafeImageNameError, checked_relative_name
-from builders.release.sources import iter_json_records, write_jsonl
-from builders.release.validate import ProblemCollector
+from builders.release.sources import iter_json_records, readable_file, write_jsonl
+from builders.release.validate import ProblemCollector, UnsafeImageNameError, checked_relative_name
 
 
 @dataclass(frozen=True)
@@ -21,6 +20,7 @@ class PairRecord:
     captions: tuple[str, str]
     shared_nouns: tuple[str, ...] = ()
     bin: str = ""
+    sources: tuple[str, ...] = ()  # the caption source of each image ("coco", "open_images", ...), if known
 
     @staticmethod
     def make_id(first: str, second: str) -> str:
@@ -34,7 +34,7 @@ def write_pairs(pairs: Iterable[PairRecord], path: str | os.PathLike) -> Path:
 
 def read_pairs(path: str | os.PathLike) -> list[PairRecord]:
     """Pairs of a pairs file; every bad line is reported at once as ``file:row: reason``."""
-    path = Path(path)
+    path = readable_file(path, "pairs")
     problems = ProblemCollector()
     pairs = []
     for row, record in iter_json_records(path, problems):
@@ -45,6 +45,7 @@ def read_pairs(path: str | os.PathLike) -> list[PairRecord]:
                 _two(record["captions"]),
                 tuple(record.get("shared_nouns", ())),
                 str(record.get("bin", "")),
+                tuple(str(source) for source in record.get("sources", ())),
             )
             for name in pair.images:
                 checked_relative_name(name)
@@ -53,6 +54,8 @@ def read_pairs(path: str | os.PathLike) -> list[PairRecord]:
             continue
         problems.check_unique(str(path), row, "pair_id", pair.pair_id)
         pairs.append(pair)
+    if not pairs and not problems:
+        problems.add(str(path), None, "no pairs in this file (run `cadvi pairs` first)")
     problems.raise_if_any()
     return pairs
 

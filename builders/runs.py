@@ -1,7 +1,10 @@
 """One record store for every generation stage: a manifest plus append-only JSONL shards.
 
 Every record is keyed by a hash of its request (template hash, inputs, model, sampling), so a
-rerun skips finished keys and a changed prompt or model never mixes with old outputs. Lines are
+rerun skips finished keys and a changed prompt or model never mixes with old outputs. The manifest
+lists every input file with its sha256: a rerun with another input is refused unless the caller
+extends the run, and then the manifest lists that input too, so it never misstates what the
+records came from. Lines are
 flushed one by one; after a crash the torn last line of a shard is cut off on reopen, so every
 record ends up in the store exactly once. ``num_shards``/``shard_index`` split the keys between
 processes or machines, each writing its own shard files.
@@ -13,7 +16,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +38,44 @@ class ManifestMismatchError(ValueError):
     """The run folder was made with other settings; resuming would mix incompatible outputs."""
 
 
+class NewInputsError(ManifestMismatchError):
+    """Inputs the run folder was not made from: adding them must be asked for (``extend=True``)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input of a run (a pairs file, ...): where it was read and the sha256 of its bytes."""
+
+    path: str
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> InputFile:
+        from builders.release.sources import file_sha256
+
+        return cls(str(path), file_sha256(path))
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256}
+
+
+def input_files(inputs: Iterable[InputFile] | Mapping[str, str] | None) -> list[InputFile]:
+    """Inputs as :class:`InputFile` objects, from a list of them or a ``{path: sha256}`` mapping."""
+    if inputs is None:
+        return []
+    if isinstance(inputs, Mapping):
+        return [InputFile(str(path), str(sha)) for path, sha in inputs.items()]
+    return [item if isinstance(item, InputFile) else InputFile(item["path"], item["sha256"]) for item in inputs]
+
+
 @dataclass
 class RunStore:
     """Append-only records (``records/``) and rejects (``rejects/``) of one run folder.
 
-    ``identity`` is what must match to resume (backend, model, sampling, template hashes, seed,
-    input hashes); ``details`` is recorded but may differ (package version, shard layout).
+    ``identity`` is what must match to resume (backend, model, sampling, template hashes, seed);
+    ``details`` is recorded but may differ (package version, shard layout). ``inputs`` are the files
+    the items come from: one the manifest does not list yet is refused (:class:`NewInputsError`)
+    unless ``extend``, which adds it to the manifest's ``inputs``.
     """
 
     folder: Path
@@ -48,8 +83,11 @@ class RunStore:
     details: dict[str, Any] = field(default_factory=dict)
     num_shards: int = 1
     shard_index: int = 0
+    inputs: Iterable[InputFile] | Mapping[str, str] | None = None
+    extend: bool = False
     done: set[str] = field(default_factory=set, init=False)
     rejected_attempts: Counter[str] = field(default_factory=Counter, init=False)
+    final: set[str] = field(default_factory=set, init=False)  # keys with a reject that no retry can fix
 
     def __post_init__(self) -> None:
         if not 0 <= self.shard_index < self.num_shards:
@@ -63,31 +101,33 @@ class RunStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             cut_torn_tail(path)
         self.done = {record["key"] for record in read_jsonl(self._records_path)}
-        self.rejected_attempts = Counter(record["key"] for record in read_jsonl(self._rejects_path))
+        for record in read_jsonl(self._rejects_path):
+            self.rejected_attempts[record["key"]] += 1
+            if record.get("final"):
+                self.final.add(record["key"])
         self._records = open(self._records_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._rejects = open(self._rejects_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _check_manifest(self) -> None:
-        path = self.folder / MANIFEST
-        if path.exists():
-            existing = json.loads(path.read_text(encoding="utf-8"))
-            if existing.get("identity") != json.loads(json.dumps(self.identity, default=str)):
-                changed = sorted(
-                    k
-                    for k in {*existing.get("identity", {}), *self.identity}
-                    if existing.get("identity", {}).get(k) != self.identity.get(k)
-                )
-                raise ManifestMismatchError(
-                    f"{path} was written with other settings ({', '.join(changed)}); "
-                    "use a new output folder to generate with these"
-                )
+        existing = check_run_folder(self.folder, self.identity, self.inputs, extend=self.extend)
+        inputs = input_files(self.inputs)
+        if existing is None:
+            self._write_manifest({"identity": self.identity, "details": self.details}, inputs)
             return
+        recorded = recorded_inputs(existing)
+        known = {item.sha256 for item in recorded}
+        new = list({item.sha256: item for item in inputs if item.sha256 not in known}.values())
+        if new or "inputs" not in existing:  # extending, or a manifest written before inputs were listed
+            self._write_manifest(existing, [*recorded, *new])
+
+    def _write_manifest(self, manifest: dict[str, Any], inputs: list[InputFile]) -> None:
+        """Write ``manifest.json`` through a temporary file renamed over it: never half a manifest."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_text(
-            json.dumps({"identity": self.identity, "details": self.details}, indent=2, default=str) + "\n",
-            encoding="utf-8",
-        )
+        details = {k: v for k, v in manifest.get("details", {}).items() if k != "inputs"}
+        body = {"identity": manifest["identity"], "details": details, "inputs": [item.as_dict() for item in inputs]}
+        path = self.folder / MANIFEST
+        partial = path.with_name(f"{MANIFEST}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(body, indent=2, default=str) + "\n", encoding="utf-8")
         partial.replace(path)
 
     def mine(self, key: str) -> bool:
@@ -99,8 +139,11 @@ class RunStore:
         self.done.add(record["key"])
 
     def reject(self, record: dict[str, Any]) -> None:
+        """Keep a rejected attempt; ``record["final"]`` marks one no retry can fix (a prompt too long)."""
         self._write(self._rejects, record)
         self.rejected_attempts[record["key"]] += 1
+        if record.get("final"):
+            self.final.add(record["key"])
 
     @staticmethod
     def _write(handle: Any, record: dict[str, Any]) -> None:
@@ -118,6 +161,71 @@ class RunStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_run_folder(
+    folder: str | os.PathLike,
+    identity: dict[str, Any],
+    inputs: Iterable[InputFile] | Mapping[str, str] | None = None,
+    *,
+    extend: bool = False,
+) -> dict[str, Any] | None:
+    """The manifest of an existing run folder that may take this run (None: a new folder), else raise.
+
+    Cheap, so a command calls it before it loads a model: a folder that is not a run folder
+    (``FileExistsError``), other settings (:class:`ManifestMismatchError`), or inputs the manifest does
+    not list without ``extend`` (:class:`NewInputsError`).
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file, not a run folder")
+    if not path.exists():
+        if folder.is_dir() and any(not _ours(entry) for entry in folder.iterdir()):
+            raise FileExistsError(f"{folder} is not empty and is not a run folder (no {MANIFEST}); choose a new one")
+        return None
+    existing = json.loads(path.read_text(encoding="utf-8"))
+    wanted = json.loads(json.dumps(identity, default=str))
+    if existing.get("identity") != wanted:
+        recorded = existing.get("identity", {})
+        changed = sorted(k for k in {*recorded, *wanted} if recorded.get(k) != wanted.get(k))
+        raise ManifestMismatchError(
+            f"{path} was written with other settings ({', '.join(changed)}); use a new output folder to generate "
+            "with these"
+        )
+    recorded_files = recorded_inputs(existing)
+    known = {item.sha256 for item in recorded_files}
+    new = [item for item in input_files(inputs) if item.sha256 not in known]
+    if new and not extend:
+        listed = ", ".join(f"{item.path} (sha256 {item.sha256[:12]})" for item in recorded_files) or "no input files"
+        raise NewInputsError(
+            f"{folder} was generated from {listed}; {new[0].path} (sha256 {new[0].sha256[:12]}) is a new input: "
+            "pass --extend to add it to this run (the manifest then lists both), or use a new output folder"
+        )
+    return existing
+
+
+def _ours(entry: Path) -> bool:
+    """A run folder's own entries (another shard process may be creating the folder at the same moment)."""
+    return entry.name in ("records", "rejects") or (
+        entry.name.startswith(f"{MANIFEST}.") and entry.suffix == ".partial"
+    )
+
+
+def recorded_inputs(manifest: Mapping[str, Any]) -> list[InputFile]:
+    """The inputs a manifest lists (also from manifests that kept them as ``details.inputs``, a mapping)."""
+    if "inputs" in manifest:
+        return input_files(manifest["inputs"])
+    return input_files(manifest.get("details", {}).get("inputs") or {})
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """A run folder's manifest, with ``inputs`` always a list of ``{path, sha256}``."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a run folder (no {MANIFEST})")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    return {**manifest, "inputs": [item.as_dict() for item in recorded_inputs(manifest)]}
 
 
 def cut_torn_tail(path: Path, window: int = 1 << 20) -> None:

@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builders.captions import Choose, ImageCaption, read_captions
+from builders.captions import DEFAULT_MAX_CAPTION_CHARS, Choose, ImageCaption, LongCaptions, read_captions
+from builders.outputs import check_output_file
 from builders.pair_file import PairRecord, write_pairs
-from builders.release.sources import iter_json_records, write_jsonl
+from builders.release.sources import iter_json_records, readable_file, write_jsonl
 from builders.release.validate import ProblemCollector
 
 if TYPE_CHECKING:  # numba-backed: imported only when pairs are mined
@@ -41,15 +42,26 @@ def nouns_stage(
     processes: int = 1,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
+    max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
+    long_captions: LongCaptions = "error",
 ) -> list[NounRecord]:
     """Caption files -> ``out`` (JSONL of image, caption, source, nouns), one row per image.
 
     Nouns are cached by content hash in ``cache_dir`` (default: beside ``out``), so a rerun or
-    a run over more captions only computes the new ones.
+    a run over more captions only computes the new ones. Captions longer than ``max_caption_chars``
+    are problems, skipped or truncated (``long_captions``; see :func:`builders.captions.read_captions`).
     """
     from builders import nouns
 
-    images: list[ImageCaption] = read_captions(captions, fmt=fmt, choose=choose)  # type: ignore[arg-type]
+    paths = [captions] if isinstance(captions, str | os.PathLike) else list(captions)
+    check_output_file(out, paths)
+    images: list[ImageCaption] = read_captions(
+        paths,
+        fmt=fmt,  # type: ignore[arg-type]
+        choose=choose,
+        max_chars=max_caption_chars,
+        long_captions=long_captions,
+    )
     out = Path(out)
     cache = Path(cache_dir) if cache_dir else out.parent / ".nouns-cache"
     lists = nouns.cached_extract_nouns(
@@ -68,11 +80,13 @@ def nouns_stage(
 def read_noun_records(path: str | os.PathLike) -> list[NounRecord]:
     problems = ProblemCollector()
     records = []
-    for row, item in iter_json_records(Path(path), problems):
+    for row, item in iter_json_records(readable_file(path, "nouns"), problems):
         try:
             records.append(NounRecord(item["image"], item["caption"], item.get("source", ""), tuple(item["nouns"])))
         except (KeyError, TypeError) as error:
             problems.add(str(path), row, f"not a nouns record (missing {error})")
+    if not records and not problems:
+        problems.add(str(path), None, "no nouns records in this file (run `cadvi nouns` first)")
     problems.raise_if_any()
     return records
 
@@ -93,6 +107,7 @@ def pairs_stage(
     """
     from builders.pairs import NounSets, PairingConfig, mine_pairs_with_report, mine_threshold_pairs_with_report
 
+    check_output_file(out, [nouns_file])
     records = read_noun_records(nouns_file)
     sets = NounSets.from_lists([r.nouns for r in records])
     if min_shared is not None:
@@ -108,6 +123,7 @@ def pairs_stage(
             (records[p.first].caption, records[p.second].caption),
             tuple(p.shared),
             p.bin,
+            (records[p.first].source, records[p.second].source),
         )
         for p in found
     ]

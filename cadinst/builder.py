@@ -51,10 +51,11 @@ class CadInstConfig(datasets.BuilderConfig):
 class CadInst(ReleaseBuilder):
     """CaD-Inst as a ``datasets`` builder (instantiate through :func:`load`)."""
 
-    VERSION = datasets.Version("1.0.0")
+    # 1.1.0: image names that leave their root and empty files are refused (a cache of 1.0.0 may hold them).
+    VERSION = datasets.Version("1.1.0")
     BUILDER_CONFIG_CLASS = CadInstConfig
     BUILDER_CONFIGS = [  # noqa: RUF012 (datasets reads it as a class attribute)
-        CadInstConfig(name=name, phases=phases, version=datasets.Version("1.0.0")) for name, phases in CONFIGS.items()
+        CadInstConfig(name=name, phases=phases, version=datasets.Version("1.1.0")) for name, phases in CONFIGS.items()
     ]
     DEFAULT_CONFIG_NAME = "phase1"
     FEATURES = FEATURES

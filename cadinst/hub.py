@@ -8,19 +8,23 @@ from pathlib import Path
 import datasets
 import pyarrow.compute as pc
 
+from builders.export import read_provenance
+from builders.outputs import refuse_output_over_sources
+from builders.release.card import describe_origin, size_category
 from builders.release.hub import CardSection, HubConfig, build_hub_folder
-from builders.release.origin import CITATION, package_version
+from builders.release.origin import CITATION, HUB_REPO, HUB_REVISION, package_version
 from builders.release.stats import SummaryStatistics, distinct_images, mean
 from cadinst.builder import load, source_files
 
 CARD_DATA = {
-    "license": "mit",
     "language": ["en"],
     "pretty_name": "CaD-Inst",
     "task_categories": ["image-text-to-text"],
     "tags": ["multi-image", "instruction-tuning", "llava", "comparison"],
-    "size_categories": ["100K<n<1M"],
 }
+# The card's licence by origin: the authors' MIT covers their release; regenerated rows are the user's
+# to license (within the model's and the captions' terms); files of unknown origin are unknown.
+LICENCES = {"release": "mit", "regenerated": "other", "files": "unknown"}
 
 
 def build(
@@ -32,17 +36,24 @@ def build(
     repo_id: str = "ORG/CaD-Inst",
     overwrite: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    license: str | None = None,
 ) -> dict[str, datasets.Dataset]:
-    """Build every phase found in ``source`` into ``out`` (configs ``phase1``, ``phase2``, ``all``)."""
+    """Build every phase found in ``source`` into ``out`` (configs ``phase1``, ``phase2``, ``all``).
+
+    The card states what the rows are: the original release (the Hub repo), a regenerated export (its
+    ``cadvi_provenance.json``: model, templates, caption sources), or files of unknown origin; its licence
+    follows (MIT, ``other``, ``unknown``) unless ``license`` (an SPDX id or a Hub licence name) is given.
+    """
+    refuse_output_over_sources(out, [source], what="dataset build")  # before any work
     phases: dict[str, datasets.Dataset] = {}
-    origins = []
+    files = []
     for config in ("phase1", "phase2"):
         try:
-            files = source_files(source, config, revision=revision, shape=shape)
+            found = source_files(source, config, revision=revision, shape=shape)
         except FileNotFoundError:
             continue
         phases[config] = load(source, config, revision=revision, shape=shape, cache_dir=cache_dir)
-        origins += [f"{file.path.name} ({file.shape})" for file in files]
+        files += found
     if not phases:
         source_files(source, "phase1", revision=revision, shape=shape)  # raises with the expected layout
     configs = [HubConfig(name, {"train": dataset}, f"data/{name}") for name, dataset in phases.items()]
@@ -60,20 +71,29 @@ def build(
     def sections(plots: Path) -> list[CardSection]:
         return [phase_section(name, dataset, plots) for name, dataset in phases.items()]
 
+    local = Path(source).expanduser()
+    provenance = read_provenance(local) if local.is_dir() else None
+    if revision is None and str(source) == HUB_REPO:
+        revision = HUB_REVISION
+    origin = describe_origin(source, files, revision=revision, provenance=provenance)
+    rows = sum(len(ds) for ds in phases.values())
     build_hub_folder(
         Path(out),
         configs,
         card_template="card_cadinst.md.jinja",
-        card_data=CARD_DATA,
+        card_data={**CARD_DATA, "license": license or LICENCES[origin.kind], "size_categories": [size_category(rows)]},
         card_variables={
             "version": package_version(),
-            "origin": f"{source} — {', '.join(origins)}",
+            "origin": origin,
             "configs": summary,
+            "phases": list(phases),
+            "rows": rows,
             "repo_id": repo_id,
             "citation": CITATION,
         },
         sections=sections,
         overwrite=overwrite,
+        sources=[source],
     )
     return phases
 

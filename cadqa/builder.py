@@ -42,7 +42,8 @@ FEATURES = datasets.Features(
 class CadQA(ReleaseBuilder):
     """CaD-QA as a ``datasets`` builder (instantiate through :func:`load`)."""
 
-    VERSION = datasets.Version("1.0.0")
+    # 1.1.0: image names that leave their root and empty files are refused (a cache of 1.0.0 may hold them).
+    VERSION = datasets.Version("1.1.0")
     FEATURES = FEATURES
     SPLIT = datasets.Split.TEST
     DESCRIPTION = "CaD-QA: open questions on the commonalities and differences of two images."

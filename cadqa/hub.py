@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from pathlib import Path
 
 import datasets
 
+from builders.outputs import refuse_output_over_sources
+from builders.release.card import describe_origin, size_category
 from builders.release.hub import CardSection, HubConfig, build_hub_folder
-from builders.release.origin import CITATION, package_version
+from builders.release.origin import CADQA_SHA256, CITATION, HUB_REPO, HUB_REVISION, package_version
+from builders.release.sources import file_sha256
 from builders.release.stats import bars, distinct_images, histogram, mean
 from builders.summary import opening_words, word_count
 from cadqa.builder import load, source_files
 
 CARD_DATA = {
-    "license": "mit",
     "language": ["en"],
     "pretty_name": "CaD-QA",
     "task_categories": ["visual-question-answering"],
     "tags": ["multi-image", "benchmark", "comparison"],
-    "size_categories": ["1K<n<10K"],
 }
+LICENCES = {"release": "mit", "regenerated": "other", "files": "unknown"}
 QUESTION_OPENING_WORDS = 3
 
 
@@ -34,27 +37,46 @@ def build(
     repo_id: str = "ORG/CaD-QA",
     overwrite: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    license: str | None = None,
 ) -> datasets.Dataset:
-    """Build CaD-QA from ``source`` into ``out`` (one config, split ``test``)."""
+    """Build CaD-QA from ``source`` into ``out`` (one config, split ``test``).
+
+    The card calls the rows the official benchmark only when they are (the Hub repo, or a file whose
+    sha256 is the official one); its licence follows (MIT or ``unknown``) unless ``license`` is given.
+    """
+    refuse_output_over_sources(out, [source], what="dataset build")  # before any work
     files = source_files(source, revision=revision, shape=shape)
     dataset = load(source, revision=revision, shape=shape, cache_dir=cache_dir)
 
     def sections(plots: Path) -> list[CardSection]:
         return [question_section(dataset, plots)]
 
+    if revision is None and str(source) == HUB_REPO:
+        revision = HUB_REVISION
+    origin = describe_origin(source, files, revision=revision)
+    # The official file is known by its bytes, wherever it lies (a local copy, the Hub's jsonl).
+    official = origin.is_release or all(f.shape == "jsonl" and file_sha256(f.path) == CADQA_SHA256 for f in files)
+    if official and not origin.is_release:
+        origin = dataclasses.replace(origin, kind="release")
     build_hub_folder(
         Path(out),
         [HubConfig("default", {"test": dataset}, "data", default=True)],
         card_template="card_cadqa.md.jinja",
-        card_data=CARD_DATA,
+        card_data={
+            **CARD_DATA,
+            "license": license or LICENCES[origin.kind],
+            "size_categories": [size_category(len(dataset))],
+        },
         card_variables={
             "version": package_version(),
             "repo_id": repo_id,
             "citation": CITATION,
-            "origin": f"{source} — {', '.join(f'{f.path.name} ({f.shape})' for f in files)}",
+            "origin": origin,
+            "rows": len(dataset),
         },
         sections=sections,
         overwrite=overwrite,
+        sources=[source],
     )
     return dataset
 

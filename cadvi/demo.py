@@ -25,7 +25,9 @@ from builders.llm.base import Sampling, make_backend
 from builders.nouns import DEFAULT_STOP_NOUNS
 from builders.pairs import Bin, PairingConfig
 from builders.phase1 import Phase1Settings, run_phase1
-from builders.release.images import attach_images, checked_relative_name
+from builders.runs import InputFile
+from builders.release.images import attach_images
+from builders.release.validate import checked_relative_name
 from builders.stages import nouns_stage, pairs_stage
 from cadvi.demo_model import build_parrot
 from prompts import render
@@ -99,7 +101,8 @@ def run(
         console.print(f"[bold]3. generation[/bold] with {model}")
     backend = make_backend("transformers", str(model_path), batch_size=4)
     try:
-        summary = run_phase1(pairs, backend, workdir / "run", settings, console=console)
+        inputs = [InputFile.of(workdir / "pairs.jsonl")]
+        summary = run_phase1(pairs, backend, workdir / "run", settings, inputs=inputs, console=console)
     finally:
         backend.close()
     console.print(f"   {summary.line()}")
@@ -156,8 +159,15 @@ def run(
     return loaded
 
 
-def stand_in_model(path: Path, captions: list[tuple[str, str]]) -> Path:
-    """The tiny stand-in, fitted on the bundled sample summaries with prompts of the demo's pairs."""
+def stand_in_model(path: str | Path, captions: list[tuple[str, str]] | None = None) -> Path:
+    """The tiny stand-in, fitted on the bundled sample summaries with prompts of ``captions`` pairs
+    (default: consecutive bundled narratives); reused when ``path`` already holds the same build."""
+    if captions is None:
+        from builders.captions import read_captions
+
+        texts = [c.caption for c in read_captions(NARRATIVES)]
+        captions = list(zip(texts[::2], texts[1::2], strict=False))
+    path = Path(path)
     rows = [json.loads(p.read_text()) for p in sorted((CADINST_SAMPLE / "json_files").glob("*.json"))]
     summaries = [row["conversations"][1]["value"] for rows_ in rows for row in rows_]
     examples = [

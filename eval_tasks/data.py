@@ -68,9 +68,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builders.release.images import ImageResolver, UnsafeImageNameError, checked_relative_name
+from builders.release.images import ImageResolver
+from builders.release.origin import CADQA_ROWS, CADQA_SHA256
 from builders.release.sources import file_sha256, iter_json_records
-from builders.release.validate import MAX_PROBLEMS_SHOWN, ProblemCollector
+from builders.release.validate import MAX_PROBLEMS_SHOWN, ProblemCollector, UnsafeImageNameError, checked_relative_name
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +173,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "cadqa",
             "CaD_QA_eval.jsonl",
-            "4f66b8929dcff307f9ab499691484f4eabfff7e761cc71eedf61d9c80b851a5f",
-            7520,
+            CADQA_SHA256,
+            CADQA_ROWS,
             None,
             "Visual Genome images (the folder holding VG_100K/ and VG_100K_2/)",
         ),

@@ -25,6 +25,39 @@ import pytest
 
 from builders.llm.tiny import build_tiny_chat_model
 
+CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
+
+
+@pytest.fixture(scope="session")
+def real_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Pairs of the 80 real COCO images (one caption each), through the real nouns and pairs stages."""
+    from builders.pairs import Bin, PairingConfig
+    from builders.stages import nouns_stage, pairs_stage
+
+    folder = tmp_path_factory.mktemp("pairs")
+    nouns_stage(CAPTIONS, folder / "nouns.jsonl", cache_dir=folder / "cache")
+    config = PairingConfig(
+        num_pairs=60,
+        bins=(Bin("one", 1, 1, 0.5), Bin("more", 2, None, 0.5)),
+        max_uses_per_image=2,
+        backfill=True,
+        seed=0,
+    )
+    pairs_stage(folder / "nouns.jsonl", folder / "pairs.jsonl", config=config)
+    return folder / "pairs.jsonl"
+
+
+@pytest.fixture(scope="session")
+def parrot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model fitted for seconds on sample summaries (an untrained one is always rejected)."""
+    from builders.captions import read_captions
+    from cadvi.demo import stand_in_model
+
+    captions = [c.caption for c in read_captions(CAPTIONS)]
+    return stand_in_model(
+        tmp_path_factory.mktemp("parrot") / "model", list(zip(captions[::2], captions[1::2], strict=False))
+    )
+
 
 @pytest.fixture(scope="session")
 def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -9,7 +9,8 @@ import datasets
 import pytest
 
 import cadinst
-from builders.release.images import MissingImagesError, UnsafeImageNameError
+from builders.release.images import ImageResolver, MissingImagesError, UnsafeImageNameError
+from builders.release.validate import ReleaseValidationError
 from tests.conftest import cadinst_row, write_json_release
 
 
@@ -154,8 +155,13 @@ def test_names_leaving_the_root_are_rejected(name, tmp_path, image_root, cache):
     row = cadinst_row(0)
     row["image"] = [name, "p1_0_b.jpg"]
     folder = write_json_release(tmp_path / "evil", {1: [row]})
-    with pytest.raises(UnsafeImageNameError, match=r"absolute|'\.\.'"):
+    # refused when the rows are read (file:row), before any image is looked up
+    with pytest.raises(
+        ReleaseValidationError, match=r"phase1_instruct_data_test\.json:1: image name .*(absolute|'\.\.')"
+    ):
         cadinst.load(folder, "phase1", image_roots=image_root, cache_dir=cache)
+    with pytest.raises(UnsafeImageNameError, match=r"absolute|'\.\.'"):  # and by the resolver itself
+        ImageResolver(image_root).resolve(name)
 
 
 def test_to_llava_json_round_trip(json_release, phase_rows, tmp_path, cache):

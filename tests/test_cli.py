@@ -32,8 +32,9 @@ def test_build_errors_are_reported_not_raised(tmp_path, capsys):
     bad = tmp_path / "CaD_QA_eval.jsonl"
     bad.write_text('{"image": ["a.jpg"], "text": "hi", "answer": "x", "question_id": "1"}\n')
     assert main(["build", "cadqa", "--source", str(bad), "--out", str(tmp_path / "o")]) == 1
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # errors go to stderr, each problem on one whole line
     assert f"{bad}:1:" in printed.replace("\n", "") and "must hold exactly two file names" in printed
+    assert f"  {bad}:1: 'image' must hold exactly two file names, got 1" in printed.splitlines()
     assert not (tmp_path / "o").exists()
 
 

@@ -239,3 +239,16 @@ def test_lmms_eval_cli_counts_gibberish_ratings_as_invalid(shared_server, tiny_l
         assert record["reference"] == sample["target"]
         assert record["template_sha256"] == load_template(JUDGE_TEMPLATE).sha256
     assert "excluded from the mean, not scored 0" in run.stderr
+
+
+def test_a_judge_outage_is_not_judged_rather_than_invalid(monkeypatch):
+    down = Failed("APIConnectionError: Connection refused", transport=True)
+    ask = ScriptedAsk({"p0": ["4"], "p1": [down, down, down]})
+    monkeypatch.setattr(utils, "_judge", lambda: (ask, LmmsEvalJudgeSettings(model="scripted-judge")))
+    docs = [{"question_id": f"{i}_{i + 100}", "question": "What differs?", "answer": "Reference."} for i in range(2)]
+    results = [utils.process_results(doc, [f"p{i}"]) for i, doc in enumerate(docs)]
+    failed = results[1]["judge_rating"]
+    assert failed["judge_failed"] is True and failed["rating"] is None and "Connection refused" in failed["errors"][0]
+    rating = utils.judge_rating([r["judge_rating"] for r in results])
+    assert (rating["value"], rating["n"], rating["invalid"], rating["not_judged"]) == (4.0, 1, 0, 1)
+    assert utils.judge_invalid([r["judge_invalid"] for r in results]) == 0

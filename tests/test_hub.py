@@ -50,7 +50,8 @@ def test_card_is_generated_from_the_features(json_release, tmp_path, cache):
     out = tmp_path / "out"
     cadinst.hub.build(json_release, out, repo_id="me/CaD-Inst", cache_dir=cache)
     meta = card_yaml(out)
-    assert meta["license"] == "mit"
+    assert meta["license"] == "unknown", "files of unknown origin are not claimed to be the authors' MIT release"
+    assert meta["size_categories"] == ["n<1K"]
     configs = {c["config_name"]: c for c in meta["configs"]}
     assert configs["phase1"]["data_files"] == [{"split": "train", "path": "data/phase1/train-*.parquet"}]
     assert configs["all"]["default"] is True
@@ -98,8 +99,14 @@ def test_existing_output_is_kept_unless_overwrite(json_release, tmp_path, cache)
     with pytest.raises(FileExistsError, match="--overwrite"):
         cadinst.hub.build(json_release, out, cache_dir=cache)
     assert (out / "mine.txt").read_text() == "keep me"
-    cadinst.hub.build(json_release, out, overwrite=True, cache_dir=cache)
-    assert not (out / "mine.txt").exists() and (out / "README.md").exists()
+    with pytest.raises(FileExistsError, match="not written by cadvi"):
+        cadinst.hub.build(json_release, out, overwrite=True, cache_dir=cache)
+    assert (out / "mine.txt").read_text() == "keep me", "a folder this tool did not write is never replaced"
+    (out / "mine.txt").unlink()
+    cadinst.hub.build(json_release, out, cache_dir=cache)  # an empty folder is fine
+    (out / "README.md").write_text("stale")
+    cadinst.hub.build(json_release, out, overwrite=True, cache_dir=cache)  # our own build is replaced
+    assert (out / "README.md").read_text() != "stale" and (out / ".cadvi-output.json").is_file()
 
 
 def test_official_cadqa_builds_and_loads_back_identically(tmp_path, cache):

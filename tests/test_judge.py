@@ -64,6 +64,13 @@ from tests.conftest import CADQA_OFFICIAL
         ("Rating: 4. Rating: 3", None),
         ("4. Rating: 3", None),
         ("��ectst3�� object parked at`ifferences", None),  # what the tiny model writes: "t3" is no number
+        # a list number is not a rating: only a reply that is a rating in an accepted form counts
+        ("Commonalities:\nDifferences:\n1.", None),
+        ("1. The predicted answer names the wrong animal.", None),
+        ("Differences:\n1. Object types: a dog", None),
+        ("4 out of 5", 4),
+        ("The score is 2", 2),
+        ("Rating: 3.\nThe answer scores on 2 of the 4 points.", 3),
     ],
 )
 def test_parse_rating(text, rating):
@@ -240,10 +247,10 @@ def test_cadvi_judge_end_to_end(shared_server, tmp_path, capsys):
     out.unlink()
     refused = [a if a != shared_server.model_id else "other/model" for a in arguments]
     assert main([*refused, "--cache-dir", str(tmp_path / "cache")]) == 1
-    printed = " ".join(capsys.readouterr().out.split())
+    printed = " ".join(capsys.readouterr().err.split())
     assert "failed every request before answering any" in printed and not out.exists()
 
     # A prediction for a question CaD-QA does not have is an error, not a silent skip.
     predictions.write_text('{"question_id": "1_2", "prediction": "x"}\n')
     assert main([*arguments, "--cache-dir", str(tmp_path / "cache")]) == 1
-    assert "1 predictions have no reference" in capsys.readouterr().out
+    assert "1 predictions have no reference" in capsys.readouterr().err

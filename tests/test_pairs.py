@@ -207,7 +207,7 @@ def test_join_keeps_a_uniform_hash_sample_past_max_candidates(synthetic_lists):
     chunked = prefix_join(noun_sets, 5, max_candidates=len(exact) // 5, rng=np.random.default_rng(4), chunk_keys=200)
     assert as_dict(chunked) == as_dict(limited)  # the same sample, however the buckets are cut
 
-    config = PairingConfig(num_pairs=40, max_candidates=len(exact) // 5, exact_min_shared=5)
+    config = PairingConfig(num_pairs=40, max_candidates=len(exact) // 5, exact_min_shared=5, enumerate_max_pairs=0)
     pairs, report = mine_pairs_with_report(noun_sets, config)
     assert report.kept_share_by_source["exact"] == limited.fraction
     assert not report.bins[2].complete and not report.bins[3].complete
@@ -247,7 +247,7 @@ def coco_config(**overrides) -> PairingConfig:
 
 
 def test_coco_pairs_keep_every_guarantee_and_fill_the_quotas(coco_lists):
-    config = coco_config()
+    config = coco_config(enumerate_max_pairs=0)  # the join of large inputs, on the real captions
     pairs, report = mine_pairs_with_report(NounSets.from_lists(coco_lists), config)
     assert_valid(pairs, coco_lists, config.bins, config.max_uses_per_image)
     assert report.ok and len(pairs) == 30
@@ -259,7 +259,8 @@ def test_coco_pairs_keep_every_guarantee_and_fill_the_quotas(coco_lists):
 
 
 def test_synthetic_pairs_with_the_default_bins(synthetic_lists):
-    config = PairingConfig(num_pairs=120, max_uses_per_image=3, seed=5)
+    # The routing of large inputs (join and sampling), forced on this small one: no exhaustive pass.
+    config = PairingConfig(num_pairs=120, max_uses_per_image=3, seed=5, enumerate_max_pairs=0)
     pairs, report = mine_pairs_with_report(NounSets.from_lists(synthetic_lists), config)
     assert_valid(pairs, synthetic_lists, DEFAULT_BINS, 3)
     assert report.ok and Counter(p.bin for p in pairs) == dict.fromkeys(("low", "medium", "high", "very_high"), 30)

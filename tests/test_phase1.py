@@ -23,43 +23,12 @@ import cadinst
 from builders.export import export_phase1
 from builders.llm.base import Sampling, make_backend
 from builders.pair_file import read_pairs
-from builders.pairs import Bin, PairingConfig
 from builders.phase1 import Phase1Settings, attempt_seed, run_phase1
 from builders.runs import ManifestMismatchError, all_records
-from builders.stages import nouns_stage, pairs_stage, read_noun_records
-from tests.conftest import SHARED
+from builders.stages import read_noun_records
 from tests.llm_fixtures import TransformersServe
 
-CAPTIONS = SHARED / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
 GREEDY = Phase1Settings(sampling=Sampling(max_tokens=160, temperature=0.0, seed=0), max_attempts=2)
-
-
-@pytest.fixture(scope="module")
-def real_pairs(tmp_path_factory) -> Path:
-    """Pairs of the 80 real COCO images (one caption each), through the real nouns and pairs stages."""
-    folder = tmp_path_factory.mktemp("pairs")
-    nouns_stage(CAPTIONS, folder / "nouns.jsonl", cache_dir=folder / "cache")
-    config = PairingConfig(
-        num_pairs=60,
-        bins=(Bin("one", 1, 1, 0.5), Bin("more", 2, None, 0.5)),
-        max_uses_per_image=2,
-        backfill=True,
-        seed=0,
-    )
-    pairs_stage(folder / "nouns.jsonl", folder / "pairs.jsonl", config=config)
-    return folder / "pairs.jsonl"
-
-
-@pytest.fixture(scope="module")
-def parrot(tmp_path_factory) -> Path:
-    """A tiny model fitted for seconds on sample summaries (an untrained one is always rejected)."""
-    from builders.captions import read_captions
-    from cadvi.demo import stand_in_model
-
-    captions = [c.caption for c in read_captions(CAPTIONS)]
-    return stand_in_model(
-        tmp_path_factory.mktemp("parrot") / "model", list(zip(captions[::2], captions[1::2], strict=False))
-    )
 
 
 def test_stages_on_real_captions(real_pairs):
@@ -108,7 +77,7 @@ def test_generation_resume_and_export(real_pairs, parrot, tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["identity"]["model"] == str(parrot)
     assert manifest["identity"]["template_sha256"] == records[0]["template_sha256"]
-    assert manifest["details"]["inputs"] == {}
+    assert manifest["inputs"] == []
     rows = export_phase1(tmp_path / "run", tmp_path / "release")
     ds = cadinst.load(tmp_path / "release", "phase1", cache_dir=tmp_path / "hf")
     assert len(ds) == rows == len(records)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 BACKENDS: dict[str, str] = {
     "transformers": "builders.llm.transformers_backend:TransformersBackend",
@@ -67,6 +69,19 @@ class Request:
             raise ValueError(f"request {self.key!r} has no messages")
 
 
+# Why a request failed, which decides what a generation stage does with it:
+# * "transport": the model server or engine failed (refused, timed out, 5xx after retries, dropped, cancelled).
+#   Nothing is wrong with the request: it is no rejected output, uses up no attempt, and a rerun retries it.
+# * "request": the backend refused or could not run this request (a 4xx, a chat template that rejects it, a
+#   generation error of this request alone): a rejected attempt, retried with a new seed.
+# * "too_long": the prompt (plus ``max_tokens``) does not fit the model's context, found before the model
+#   ran: a final reject, never retried (it would not fit the next time either).
+FailureKind = Literal["transport", "request", "too_long"]
+TRANSPORT: FailureKind = "transport"
+REQUEST: FailureKind = "request"
+TOO_LONG: FailureKind = "too_long"
+
+
 @dataclass(frozen=True)
 class Result:
     """What came back for one request. A failed request has ``error`` set and empty text, never a missing row."""
@@ -77,14 +92,69 @@ class Result:
     completion_tokens: int
     finish_reason: str  # "stop" | "length" | whatever the engine reports; "error" when it failed
     error: str | None = None
+    failure_kind: FailureKind | None = None  # set with ``error``; see :data:`FailureKind`
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def transport_failed(self) -> bool:
+        """The server or engine failed, not the request: keep the item to do, count no attempt."""
+        return self.error is not None and self.failure_kind == TRANSPORT
+
     @classmethod
-    def failure(cls, key: str, error: str) -> Result:
-        return cls(key=key, text="", prompt_tokens=0, completion_tokens=0, finish_reason="error", error=error)
+    def failure(cls, key: str, error: str, kind: FailureKind = REQUEST) -> Result:
+        return cls(
+            key=key,
+            text="",
+            prompt_tokens=0,
+            completion_tokens=0,
+            finish_reason="error",
+            error=error,
+            failure_kind=kind,
+        )
+
+
+class BackendUnavailableError(RuntimeError):
+    """The model server or engine cannot serve requests (unreachable, dead, failing every request).
+
+    A stage that gets it stops early, records nothing for the requests in flight, and reports how many
+    items are left to do; a rerun resumes them. Never a per-item failure.
+    """
+
+
+class BackendRefusedError(RuntimeError):
+    """The backend answers but refuses every request (a wrong model name, key or request shape): a
+    misconfiguration to fix, not an outage to wait out."""
+
+
+class CircuitBreaker:
+    """Trips after ``threshold`` transport failures in a row: a server that fails everything is away.
+
+    One success resets the count. Backends already retried each failed request with backoff, so a few
+    failures in a row mean the server has been unreachable for minutes.
+    """
+
+    def __init__(self, threshold: int = 8) -> None:
+        if threshold < 1:
+            raise ValueError(f"the circuit breaker threshold must be >= 1, got {threshold}")
+        self.threshold = threshold
+        self.in_a_row = 0
+        self.last_error: str | None = None
+
+    def record(self, result: Result) -> bool:
+        """Count one result; True when the breaker trips (the caller stops sending requests)."""
+        if result.transport_failed:
+            self.in_a_row += 1
+            self.last_error = result.error
+        else:
+            self.in_a_row = 0
+        return self.tripped
+
+    @property
+    def tripped(self) -> bool:
+        return self.in_a_row >= self.threshold
 
 
 @runtime_checkable
@@ -100,13 +170,23 @@ class Backend(Protocol):
         """Backend, model and settings for run manifests (never secrets such as an API key)."""
         ...
 
+    def check(self) -> None:
+        """Raise :class:`BackendUnavailableError` when the backend cannot serve (called before the first request)."""
+        ...
+
     def close(self) -> None: ...
 
 
 class Closing:
-    """``with make_backend(...) as llm:`` closes the backend (frees GPU memory, stops threads) on exit."""
+    """``with make_backend(...) as llm:`` closes the backend (frees GPU memory, stops threads) on exit.
+
+    In-process backends are ready once built, so their health check passes; servers override it.
+    """
 
     def close(self) -> None:  # pragma: no cover - every backend overrides it
+        pass
+
+    def check(self) -> None:
         pass
 
     def __enter__(self):
@@ -162,6 +242,29 @@ def chat_template_accepts_system(tokenizer: Any) -> bool:
     return probe in rendered
 
 
+# How engines and servers say a prompt does not fit (vLLM: "This model's maximum context length is 4096
+# tokens", "The decoder prompt (length 5000) is longer than the maximum model length of 4096").
+_TOO_LONG_MESSAGE = re.compile(
+    r"maximum (context|model) length|context length|context window|too long|too many tokens|longer than the max",
+    re.IGNORECASE,
+)
+
+
+def says_too_long(message: str) -> bool:
+    """Whether an engine's or server's error message says the prompt does not fit the context."""
+    return _TOO_LONG_MESSAGE.search(message) is not None
+
+
+def context_overflow(prompt_tokens: int, max_tokens: int, context: int | None) -> str | None:
+    """Why a prompt cannot run in a model's context window (None when it fits or the window is unknown)."""
+    if context is None or prompt_tokens + max_tokens <= context:
+        return None
+    return (
+        f"prompt too long: {prompt_tokens:,} prompt tokens + max_tokens {max_tokens:,} exceed the model's context "
+        f"of {context:,} tokens"
+    )
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """``text`` up to the first stop string (excluded, as OpenAI and vLLM return it) and whether one was found."""
     cuts = [index for index in (text.find(s) for s in stop) if index >= 0]
@@ -185,3 +288,31 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
+
+
+def check_model_reference(model: str) -> None:
+    """Fail in one line, before anything loads, when ``model`` is neither a model folder nor a usable Hub id.
+
+    An in-process backend given a path that does not exist would otherwise end in transformers' Hub
+    lookup and a misleading "not a valid repo id" traceback. Offline (``HF_HUB_OFFLINE=1``), a Hub id
+    must already be in the Hugging Face cache.
+    """
+    path = Path(model).expanduser()
+    if path.exists():
+        if path.is_file():
+            raise ValueError(f"model {model!r} is a file; give the model's folder (with config.json) or a Hub id")
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model folder {model!r} has no config.json: it is not a saved model")
+        return
+    if model.startswith((".", "/", "~")) or model.endswith("/") or not _REPO_ID.match(model):
+        raise FileNotFoundError(f"model {model!r}: no such folder, and not a Hugging Face Hub id")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        raise FileNotFoundError(
+            f"model {model!r} is not a local folder, and offline (HF_HUB_OFFLINE=1) a Hub id must already be in "
+            "the Hugging Face cache"
+        )

@@ -34,10 +34,23 @@ import queue
 import random
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from builders.llm.base import Closing, Request, Result, WarnOnce, cut_at_stop, fold_system_prompt
+from builders.llm.base import (
+    REQUEST,
+    TOO_LONG,
+    TRANSPORT,
+    BackendUnavailableError,
+    Closing,
+    Request,
+    Result,
+    WarnOnce,
+    cut_at_stop,
+    fold_system_prompt,
+    says_too_long,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +59,7 @@ PLACEHOLDER_API_KEY = "EMPTY"  # local servers ignore the key, but the client in
 # How servers say a request field is unknown (transformers serve: "Unexpected fields in the request";
 # pydantic-based servers: "Extra inputs are not permitted"; OpenAI: "Unrecognized request argument").
 _UNKNOWN_FIELD = re.compile(r"unexpected field|unrecognized|unknown (field|param|arg)|extra|not permitted", re.I)
+HEALTH_CHECK_ATTEMPTS = 3
 _END = object()
 
 
@@ -143,6 +157,38 @@ class OpenAIBackend(Closing):
             self._thread.join(timeout=10)
         self._loop.close()
 
+    def check(self, timeout: float = 10.0) -> None:
+        """Is a server listening at ``base_url``? ``GET /models``, tried a few times a second apart.
+
+        Any HTTP answer proves a server (``transformers serve`` answers 500 there before its cache exists);
+        a refused or timed-out connection, or a 401/403 (every request would be refused), raises
+        :class:`BackendUnavailableError`.
+        """
+        import openai
+
+        async def probe() -> None:
+            await self._client.with_options(timeout=timeout).models.list()
+
+        error: Exception | None = None
+        for attempt in range(HEALTH_CHECK_ATTEMPTS):
+            try:
+                asyncio.run_coroutine_threadsafe(probe(), self._loop).result(timeout=timeout + 5)
+                return
+            except openai.APIStatusError as answered:
+                if answered.status_code in (401, 403):
+                    raise BackendUnavailableError(
+                        f"the model server at {self.base_url} refused the API key from ${self.api_key_env} "
+                        f"({_summary(answered)})"
+                    ) from None
+                return
+            except Exception as failed:  # refused, timed out, dropped
+                error = failed
+                if attempt + 1 < HEALTH_CHECK_ATTEMPTS:
+                    time.sleep(1.0)
+        raise BackendUnavailableError(
+            f"no model server answers at {self.base_url} ({_summary(error) if error else 'no answer'})"
+        )
+
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
         """Keep ``2 * max_concurrency`` requests submitted, yield results as they finish.
 
@@ -203,7 +249,7 @@ class OpenAIBackend(Closing):
                     continue
                 return self._give_up(request, error, attempt)
             except Exception as error:
-                if not _retryable(error) or attempt >= self.max_attempts:
+                if not is_transport_error(error) or attempt >= self.max_attempts:
                     return self._give_up(request, error, attempt)
                 delay = self._backoff(attempt, error)
                 logger.info(
@@ -290,7 +336,7 @@ class OpenAIBackend(Closing):
 
     def _to_result(self, request: Request, response: Any) -> Result:
         if not response.choices:
-            return Result.failure(request.key, "server returned no choices")
+            return Result.failure(request.key, "server returned no choices", REQUEST)
         choice = response.choices[0]
         text, cut = cut_at_stop(choice.message.content or "", request.sampling.stop)
         usage = response.usage
@@ -309,19 +355,29 @@ class OpenAIBackend(Closing):
         return max(delay, min(retry_after, self.backoff_max)) if retry_after is not None else delay
 
     def _give_up(self, request: Request, error: Exception, attempt: int) -> Result:
+        """The failure of a request: transport (the server), too long (its prompt), or request (anything else)."""
         message = f"{_summary(error)} after {attempt} attempt{'s' if attempt > 1 else ''}"
         logger.warning("request %s failed: %s", request.key, message)
-        return Result.failure(request.key, message)
+        if is_transport_error(error):
+            return Result.failure(request.key, message, TRANSPORT)
+        kind = TOO_LONG if says_too_long(_error_text(error)) else REQUEST
+        return Result.failure(request.key, message, kind)
 
 
-def _retryable(error: Exception) -> bool:
+def is_transport_error(error: BaseException) -> bool:
+    """Whether an ``openai`` client error means the server failed (refused, dropped, timed out, 408/409/429,
+    5xx), not that it refused the request: the one rule for retrying, and for "not a rejected output"."""
     import openai
 
     if isinstance(error, openai.APIConnectionError):  # refused, dropped, timed out (APITimeoutError)
         return True
     if isinstance(error, openai.APIStatusError):
         return error.status_code in RETRY_STATUS or error.status_code >= 500
-    return False
+    # Plain HTTP clients (lmms-eval's requests fallback): a connection that failed or timed out.
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status in RETRY_STATUS or status >= 500
+    return isinstance(error, ConnectionError | TimeoutError) or type(error).__name__ in ("ConnectionError", "Timeout")
 
 
 def _is_answer(error: Exception) -> bool:
@@ -364,9 +420,9 @@ def _summary(error: Exception) -> str:
 def _outcome(future: concurrent.futures.Future, request: Request) -> Result:
     """The result of a finished future; a crash or cancellation still yields a result for the request."""
     if future.cancelled():
-        return Result.failure(request.key, "cancelled")
+        return Result.failure(request.key, "cancelled", TRANSPORT)
     error = future.exception()
-    if error is not None:
+    if error is not None:  # not the request's fault: it stays to do, and a rerun tries it again
         logger.warning("request %s crashed: %r", request.key, error)
-        return Result.failure(request.key, f"{type(error).__name__}: {error}")
+        return Result.failure(request.key, f"{type(error).__name__}: {error}", TRANSPORT)
     return future.result()

@@ -22,12 +22,14 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from builders.llm.base import (
+    TOO_LONG,
     Closing,
     Request,
     Result,
     Sampling,
     WarnOnce,
     chat_template_accepts_system,
+    context_overflow,
     cut_at_stop,
     fold_system_prompt,
 )
@@ -50,10 +52,13 @@ class TransformersBackend(Closing):
         trust_remote_code: bool = False,
         fold_system: bool | None = None,
         window: int | None = None,
+        context_length: int | None = None,
         **model_options: Any,
     ) -> None:
         """``fold_system=None`` probes the chat template; ``window`` is how many requests are read and
-        regrouped at a time (default ``4 * batch_size``); ``model_options`` go to ``from_pretrained``
+        regrouped at a time (default ``4 * batch_size``); ``context_length`` bounds prompt + ``max_tokens``
+        (default: the model's ``max_position_embeddings``): a longer request fails as ``too_long`` before
+        the model runs, rather than padding a whole batch to it; ``model_options`` go to ``from_pretrained``
         (e.g. ``device_map="auto"`` to spread a model over several GPUs, ``attn_implementation``)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -86,6 +91,7 @@ class TransformersBackend(Closing):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id: int = self.tokenizer.pad_token_id
         self.fold_system = (not chat_template_accepts_system(self.tokenizer)) if fold_system is None else fold_system
+        self.context_length = context_length or model_context_length(self.lm.config, self.tokenizer)
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -99,6 +105,7 @@ class TransformersBackend(Closing):
             "dtype": self.dtype,
             "trust_remote_code": self.trust_remote_code,
             "fold_system": self.fold_system,
+            "context_length": self.context_length,
             **({"model_options": {k: repr(v) for k, v in self.model_options.items()}} if self.model_options else {}),
             "transformers": transformers.__version__,
             "torch": torch.__version__,
@@ -122,6 +129,10 @@ class TransformersBackend(Closing):
                     yield Result.failure(request.key, f"chat template: {error}")
                     continue
                 sampling = request.sampling
+                overflow = context_overflow(len(prompt_ids), sampling.max_tokens, self.context_length)
+                if overflow:  # found before the model runs: one huge prompt would pad (and stall) a whole batch
+                    yield Result.failure(request.key, overflow, TOO_LONG)
+                    continue
                 if sampling.json_schema is not None:
                     self._warn("json_schema", "the transformers backend ignores json_schema (no structured outputs)")
                 groups[(sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.stop)].append(
@@ -214,3 +225,14 @@ class TransformersBackend(Closing):
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def model_context_length(config: Any, tokenizer: Any = None) -> int | None:
+    """The context window of a model: ``max_position_embeddings`` of its (text) config, else the tokenizer's
+    ``model_max_length`` when it is a real bound (transformers uses ~1e30 for "unknown")."""
+    for candidate in (config, getattr(config, "text_config", None)):
+        value = getattr(candidate, "max_position_embeddings", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < 10_000_000 else None

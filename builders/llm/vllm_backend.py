@@ -16,7 +16,17 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from builders.llm.base import Closing, Request, Result, chat_template_accepts_system, fold_system_prompt
+from builders.llm.base import (
+    REQUEST,
+    TOO_LONG,
+    BackendUnavailableError,
+    Closing,
+    Request,
+    Result,
+    chat_template_accepts_system,
+    fold_system_prompt,
+    says_too_long,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +109,12 @@ class VLLMBackend(Closing):
         try:
             results = self._run_chunk(chunk)
         except Exception as error:
+            if engine_failed(error):  # every later request would fail too: stop, never per-request failures
+                raise BackendUnavailableError(f"the vLLM engine died: {type(error).__name__}: {error}") from error
             if len(chunk) == 1:
                 logger.warning("vLLM failed on %s: %s", chunk[0].key, error)
-                yield Result.failure(chunk[0].key, f"{type(error).__name__}: {error}")
+                message = f"{type(error).__name__}: {error}"
+                yield Result.failure(chunk[0].key, message, TOO_LONG if says_too_long(message) else REQUEST)
                 return
             logger.warning("vLLM chunk of %d failed (%s); rerunning it request by request", len(chunk), error)
             for request in chunk:
@@ -136,6 +149,12 @@ class VLLMBackend(Closing):
 
             options["structured_outputs"] = StructuredOutputsParams(json=sampling.json_schema)
         return SamplingParams(**options)
+
+
+def engine_failed(error: BaseException) -> bool:
+    """Whether ``error`` says the engine itself is gone (``vllm.v1.engine.exceptions.EngineDeadError``), as
+    opposed to one request it could not run."""
+    return any(cls.__name__ == "EngineDeadError" for cls in type(error).__mro__)
 
 
 def _to_result(request: Request, output: Any) -> Result:

@@ -41,7 +41,7 @@ from builders.pairs import kernels
 
 logger = logging.getLogger(__name__)
 
-EXACT, GROUPED, SAMPLED = "exact", "grouped", "sampled"
+EXACT, GROUPED, SAMPLED, ENUMERATED = "exact", "grouped", "sampled", "all"
 SAMPLE_CHUNK = 1 << 22  # random pairs verified per kernel call
 VERIFY_BUFFER = 1 << 22  # candidate pairs a join kernel call may write before handing back
 
@@ -205,6 +205,11 @@ class PairingConfig:
       bins' leftover candidates (pairs keep their true bin; the report still shows each bin's
       shortfall against its quota). Users asking for 278K pairs get 278K when the data allows.
       Off: the bins keep their proportions and the total shrinks.
+    * ``backfill_rounds`` (3): while the backfill is still short and the low bins were sampled, draw
+      four times as many random pairs and fill again, up to this many times (64x the first draw).
+    * ``enumerate_max_pairs`` (10M): when the data has at most this many image pairs (~4,500
+      images), every pair is checked (about a second): all bins are complete, so the fill works from
+      every pair there is, and a small set gets every pair its caps allow.
     * ``max_candidates`` (40M): candidates one join may keep (12 bytes each, ~0.5 GB; the
       de-duplication briefly needs about twice that). Past it a uniform hash sample is kept and
       the bin's report says it is not complete. Full-scale synthetic data need 11M (Zipf 1.0) to
@@ -224,6 +229,8 @@ class PairingConfig:
     group_cap: int = 4
     random_samples_per_slot: float = 32.0
     backfill: bool = True
+    backfill_rounds: int = 3
+    enumerate_max_pairs: int = 10_000_000
     max_candidates: int = 40_000_000
     chunk_keys: int = 8_000_000
     workers: int | None = None
@@ -250,6 +257,8 @@ class PairingConfig:
             raise ValueError("need group_cap >= 2, random_samples_per_slot >= 0, chunk_keys and max_candidates >= 1")
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers must be >= 1 (or None for every CPU)")
+        if self.backfill_rounds < 0 or self.enumerate_max_pairs < 0:
+            raise ValueError("backfill_rounds and enumerate_max_pairs must be >= 0")
 
     def quotas(self) -> tuple[int, ...]:
         """Pairs per bin: shares of ``num_pairs`` rounded by largest remainder, so they add up exactly."""
@@ -300,10 +309,34 @@ class PairingReport:
     kept_share_by_source: dict[str, float]  # below 1 where a join hit max_candidates
     random_pairs_checked: int
     seconds: dict[str, float] = field(default_factory=dict)
+    requested: int | None = None  # num_pairs asked for (None: as many as the caps allow)
 
     @property
     def total_pairs(self) -> int:
         return sum(b.pairs for b in self.bins)
+
+    @property
+    def complete(self) -> bool:
+        """Every bin's candidates are every pair in its range (nothing was sampled)."""
+        return all(b.complete for b in self.bins)
+
+    @property
+    def short(self) -> int:
+        """Pairs missing from the requested total (0 when it was reached or nothing was requested)."""
+        return max(0, (self.requested or 0) - self.total_pairs)
+
+    def shortfall_line(self) -> str | None:
+        """A plain sentence when fewer pairs than requested were found, saying whether more could exist."""
+        if not self.short:
+            return None
+        if self.complete:
+            why = (
+                f"every image pair was considered: no more pairs fit under the cap of {self.max_uses_per_image} "
+                "uses per image (raise --max-uses-per-image, or give more captions)"
+            )
+        else:
+            why = "the candidates were a sample; more captions, or more samples, may find more"
+        return f"asked for {self.requested:,} pairs, found {self.total_pairs:,}: {why}"
 
     @property
     def shortfalls(self) -> dict[str, int]:
@@ -328,10 +361,13 @@ class PairingReport:
                 f"{b.name:<12}{b.label:>8}{b.source:>9}{exact + str(b.candidates):>13}{quota:>10}{b.pairs:>10}"
                 f"{b.shortfall:>8}"
             )
+        legend = "" if self.complete else "; ~ = a sample, not every pair in range"
         lines.append(
             f"{self.total_pairs} pairs over {self.images_used} of {self.num_sets} images "
-            f"(at most {self.max_uses_per_image} uses each); ~ = a sample, not every pair in range"
+            f"(at most {self.max_uses_per_image} uses each){legend}"
         )
+        if self.shortfall_line():
+            lines.append(str(self.shortfall_line()))
         return lines
 
 
@@ -671,30 +707,37 @@ def mine_threshold_pairs_with_report(
 
 
 def _mine(noun_sets: NounSets, config: PairingConfig, quotas: list[int | None]) -> tuple[list[Pair], PairingReport]:
+    """Candidates, then the quota fill; more random samples while the backfill is short of ``num_pairs``.
+
+    When every image pair can be checked (at most ``config.enumerate_max_pairs``), all of them are: every
+    bin is then complete and the fill works from every pair there is.
+    """
     seconds: dict[str, float] = {}
     exact_seed, grouped_seed, sample_seed, fill_seed, order_seed = np.random.SeedSequence(config.seed).spawn(5)
     sources = route_bins(config)
     active = [k for k, quota in enumerate(quotas) if quota != 0]
+    num_sets = len(noun_sets)
+    all_pairs = num_sets * (num_sets - 1) // 2
+    enumerated = all_pairs <= config.enumerate_max_pairs
+    if enumerated:
+        sources = [ENUMERATED] * len(config.bins)
     pools: dict[str, Candidates] = {}
     found: dict[str, int] = {}
     kept_share: dict[str, float] = {}
     checked = 0
-    for source in (EXACT, GROUPED, SAMPLED):
+    keep_from = min((config.bins[k].min_shared for k in active), default=1)
+    for source in (ENUMERATED, EXACT, GROUPED):
         routed = [k for k in active if sources[k] == source]
         if not routed:
             continue
         started = time.perf_counter()
-        threshold = min(config.bins[k].min_shared for k in routed)
-        if source == SAMPLED:
-            slots = sum(quotas[k] or 0 for k in routed)
-            keep_from = min(config.bins[k].min_shared for k in active)
-            samples = math.ceil(config.random_samples_per_slot * slots)
-            pools[source], checked = sample_pairs(noun_sets, samples, np.random.default_rng(sample_seed), keep_from)
+        if source == ENUMERATED:
+            pools[source], checked = sample_pairs(noun_sets, all_pairs, np.random.default_rng(sample_seed), keep_from)
         else:
             cap, seed = (None, exact_seed) if source == EXACT else (config.group_cap, grouped_seed)
             pools[source] = prefix_join(
                 noun_sets,
-                threshold,
+                min(config.bins[k].min_shared for k in routed),
                 group_cap=cap,
                 rng=np.random.default_rng(seed),
                 chunk_keys=config.chunk_keys,
@@ -713,20 +756,37 @@ def _mine(noun_sets: NounSets, config: PairingConfig, quotas: list[int | None]) 
         kept_share[source] = pools[source].fraction
         logger.info("pairs: %s candidates: %d in %.1f s", source, found[source], seconds[f"candidates_{source}"])
 
-    started = time.perf_counter()
-    parts = list(pools.values())
-    pools.clear()
-    candidates = merge_unique(parts, len(noun_sets))
-    bin_of = _bin_lookup(config.bins, int(candidates.shared.max(initial=0)))
-    candidate_bin = bin_of[candidates.shared]
-    members = [np.flatnonzero(candidate_bin == k) for k in range(len(config.bins))]
-    counts = [int(m.size) for m in members]
-    del candidate_bin
-    seconds["deduplicate"] = time.perf_counter() - started
+    sampled = [k for k in active if sources[k] == SAMPLED]
+    samples = math.ceil(config.random_samples_per_slot * sum(quotas[k] or 0 for k in sampled))
+    rounds = 0
+    while True:
+        if sampled:  # the random pairs of the low bins; each backfill round draws four times as many
+            started = time.perf_counter()
+            rng = np.random.default_rng(sample_seed)
+            pools[SAMPLED], checked = sample_pairs(noun_sets, samples, rng, keep_from)
+            seconds[f"candidates_{SAMPLED}"] = seconds.get(f"candidates_{SAMPLED}", 0.0) + time.perf_counter() - started
+            found[SAMPLED], kept_share[SAMPLED] = len(pools[SAMPLED]), 1.0
+            logger.info("pairs: %s candidates: %d of %d random pairs", SAMPLED, found[SAMPLED], checked)
+        started = time.perf_counter()
+        candidates = merge_unique(list(pools.values()), num_sets)
+        bin_of = _bin_lookup(config.bins, int(candidates.shared.max(initial=0)))
+        candidate_bin = bin_of[candidates.shared]
+        members = [np.flatnonzero(candidate_bin == k) for k in range(len(config.bins))]
+        counts = [int(m.size) for m in members]
+        del candidate_bin
+        seconds["deduplicate"] = seconds.get("deduplicate", 0.0) + time.perf_counter() - started
 
-    started = time.perf_counter()
-    chosen = _fill(candidates, members, quotas, active, config, np.random.default_rng(fill_seed), len(noun_sets))
-    seconds["fill"] = time.perf_counter() - started
+        started = time.perf_counter()
+        chosen = _fill(candidates, members, quotas, active, config, np.random.default_rng(fill_seed), num_sets)
+        seconds["fill"] = seconds.get("fill", 0.0) + time.perf_counter() - started
+        short = config.backfill and sum(len(c) for c in chosen) < config.num_pairs
+        if not (short and sampled and checked < all_pairs and rounds < config.backfill_rounds):
+            break
+        rounds += 1
+        samples *= 4
+        logger.info("pairs: %d pairs short of %d; drawing %d random pairs", config.num_pairs - sum(map(len, chosen)),
+                    config.num_pairs, samples)  # fmt: skip
+    pools.clear()
 
     started = time.perf_counter()
     order = np.random.default_rng(order_seed).permutation(sum(len(c) for c in chosen))
@@ -735,7 +795,7 @@ def _mine(noun_sets: NounSets, config: PairingConfig, quotas: list[int | None]) 
     seconds["pairs"] = time.perf_counter() - started
 
     uses = np.bincount(np.concatenate([candidates.first[c] for c in chosen] + [candidates.second[c] for c in chosen]))
-    complete_sampled = checked >= len(noun_sets) * (len(noun_sets) - 1) // 2
+    complete_sampled = checked >= all_pairs
     report = PairingReport(
         bins=tuple(
             BinReport(
@@ -749,6 +809,7 @@ def _mine(noun_sets: NounSets, config: PairingConfig, quotas: list[int | None]) 
             )
             for k, b in enumerate(config.bins)
         ),
+        requested=config.num_pairs or None,
         num_sets=len(noun_sets),
         max_uses_per_image=config.max_uses_per_image,
         images_used=int(np.count_nonzero(uses)),
@@ -757,8 +818,9 @@ def _mine(noun_sets: NounSets, config: PairingConfig, quotas: list[int | None]) 
         random_pairs_checked=checked,
         seconds=seconds,
     )
-    if not report.ok:
-        logger.warning("pairs: bins short of their quota (missing pairs): %s", report.shortfalls)
+    if not report.ok:  # a warning only when the total is short too (else the backfill made up for it)
+        level = logging.WARNING if report.short else logging.INFO
+        logger.log(level, "pairs: bins short of their quota (missing pairs): %s", report.shortfalls)
     return pairs, report
 
 

@@ -57,7 +57,8 @@ class ReleaseBuilder(datasets.ArrowBasedBuilder):
             features=self.FEATURES,
             citation=self.CITATION,
             homepage="https://arxiv.org/abs/2406.09240",
-            license="mit",
+            # No licence here: the rows may be the authors' release, a regenerated set or anyone's files;
+            # the dataset card states the licence from the rows' origin (builders.release.card).
         )
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
@@ -76,7 +77,9 @@ class ReleaseBuilder(datasets.ArrowBasedBuilder):
         schema = self.FEATURES.arrow_schema
         for file_index, file in enumerate(files):
             batch: list[dict[str, Any]] = []
+            rows = 0
             for row in self.rows(file, problems):
+                rows += 1
                 if problems:
                     batch.clear()
                     continue
@@ -86,6 +89,8 @@ class ReleaseBuilder(datasets.ArrowBasedBuilder):
                     batch = []
             if batch and not problems:
                 yield (file_index, row_key(file_index, batch)), pa.Table.from_pylist(batch, schema=schema)
+            if rows == 0 and not problems:  # else datasets reports an empty split in its own words
+                problems.add(str(file.path), None, "no rows in this file")
         problems.raise_if_any()
 
 

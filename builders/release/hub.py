@@ -8,11 +8,8 @@ maps each config to its parquet files and ``dataset_info:`` is generated from th
 
 from __future__ import annotations
 
-import contextlib
 import math
-import shutil
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from datasets.splits import SplitDict, SplitInfo
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from builders.outputs import atomic_output_dir
 from prompts import render
 
 MAX_SHARD_BYTES = 256 * 1024 * 1024
@@ -42,31 +40,6 @@ class HubConfig:
     data_dir: str
     default: bool = False
     reuse: Sequence[str] = ()  # configs whose files this one lists instead of writing its own
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out``; it becomes ``out`` only if the block succeeds.
-
-    A failed build therefore never leaves a half-written folder, and an existing one is only
-    replaced (with ``overwrite``) once the new one is complete.
-    """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"output folder {str(out)!r} exists and is not empty (use --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    retired = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    if out.exists():
-        out.rename(retired)
-    staging.rename(out)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def write_parquet_shards(dataset: datasets.Dataset, folder: Path, split: str) -> list[Path]:
@@ -99,12 +72,14 @@ def build_hub_folder(
     card_variables: dict[str, Any],
     sections: Callable[[Path], list[CardSection]],
     overwrite: bool = False,
+    sources: Sequence[str | Path] = (),
 ) -> Path:
-    """Write a complete Hub layout at ``out``, atomically (see :func:`atomic_output_dir`).
+    """Write a complete Hub layout at ``out``, atomically (see :func:`builders.outputs.atomic_output_dir`).
 
-    ``sections`` draws its plots into the folder it is given and returns the card's sections.
+    ``sections`` draws its plots into the folder it is given and returns the card's sections; ``sources``
+    are the files or folders read, which ``out`` must not be or contain.
     """
-    with atomic_output_dir(out, overwrite=overwrite) as staging:
+    with atomic_output_dir(out, overwrite=overwrite, sources=sources, kind="dataset build") as staging:
         card_sections = sections(staging / "plots")
         for section in card_sections:
             section.plots[:] = [Path(p).relative_to(staging).as_posix() for p in section.plots]

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Literal
 
 import datasets
+
+from builders.release.validate import UnsafeImageNameError, checked_relative_name  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -22,24 +24,8 @@ OnMissing = Literal["error", "drop"]
 FIRST_MISSING_SHOWN = 5
 
 
-class UnsafeImageNameError(ValueError):
-    """An image name that is absolute or climbs out of its image root."""
-
-
 class MissingImagesError(FileNotFoundError):
     """Rows whose images are in none of the image roots."""
-
-
-def checked_relative_name(name: str) -> PurePosixPath:
-    """``name`` as a relative path that stays inside any root, or :class:`UnsafeImageNameError`."""
-    if not isinstance(name, str) or not name.strip() or "\0" in name:
-        raise UnsafeImageNameError(f"image name {name!r} is empty or not a string")
-    posix = PurePosixPath(name.replace("\\", "/"))
-    if posix.is_absolute() or PureWindowsPath(name).drive or PureWindowsPath(name).is_absolute():
-        raise UnsafeImageNameError(f"image name {name!r} is absolute; names must be relative to an image root")
-    if ".." in posix.parts:
-        raise UnsafeImageNameError(f"image name {name!r} contains '..' and would leave its image root")
-    return posix
 
 
 class ImageResolver:

@@ -86,6 +86,16 @@ def write_jsonl(rows: Iterable[Any], path: str | Path) -> Path:
     return path
 
 
+def readable_file(path: str | Path, what: str = "input") -> Path:
+    """``path`` if it is a file this process can read, else a one-line error naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, not a {what} file")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    return path
+
+
 def iter_json_records(path: Path, problems: ProblemCollector) -> Iterator[tuple[int, Any]]:
     """Rows of a JSON array file or of a JSON Lines file (decided by the first character)."""
     with open(path, encoding="utf-8") as handle:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 IMAGE_TOKEN = "<image>"
@@ -75,6 +76,22 @@ class ProblemCollector:
             raise ReleaseValidationError(self.problems)
 
 
+class UnsafeImageNameError(ValueError):
+    """An image name that is absolute or climbs out of its image root."""
+
+
+def checked_relative_name(name: str) -> PurePosixPath:
+    """``name`` as a relative path that stays inside any root, or :class:`UnsafeImageNameError`."""
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
+        raise UnsafeImageNameError(f"image name {name!r} is empty or not a string")
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or PureWindowsPath(name).drive or PureWindowsPath(name).is_absolute():
+        raise UnsafeImageNameError(f"image name {name!r} is absolute; names must be relative to an image root")
+    if ".." in posix.parts:
+        raise UnsafeImageNameError(f"image name {name!r} contains '..' and would leave its image root")
+    return posix
+
+
 def key_problems(row: Mapping[str, Any], required: Iterable[str], optional: Iterable[str] = ()) -> list[str]:
     required, optional = set(required), set(optional)
     reasons = []
@@ -107,7 +124,13 @@ def image_pair_problems(row: Mapping[str, Any], key: str = "image") -> list[str]
         return [f"{key!r} must hold exactly two file names, got {len(value)}"]
     if not all(_non_empty_str(name) for name in value):
         return [f"{key!r} must hold two non-empty strings, got {value!r}"]
-    return []
+    reasons = []
+    for name in value:  # names are data: one that would leave its image root is refused at build time
+        try:
+            checked_relative_name(name)
+        except UnsafeImageNameError as error:
+            reasons.append(str(error))
+    return reasons
 
 
 def conversation_problems(conversations: Any) -> list[str]:

@@ -24,9 +24,14 @@ Judge (lmms-eval's way: ``lmms_eval.llm_judge``, configured by environment varia
 
 Metrics
     ``judge_rating``: the mean over *valid* ratings with its 95% bootstrap CI, ``n`` judged, ``valid``,
-    ``invalid``; ``judge_histogram``: how many items got each rating 0-5; ``judge_invalid``: how many
-    judgements could not be read as a rating (after the retry). Invalid ones are excluded from the mean,
-    never scored 0. With no valid rating at all, the mean and its CI are null.
+    ``invalid``, ``not_judged``; ``judge_histogram``: how many items got each rating 0-5; ``judge_invalid``:
+    how many judgements could not be read as a rating (after the retry). Invalid ones are excluded from the
+    mean, never scored 0. With no valid rating at all, the mean and its CI are null.
+
+Judge outages
+    A judge server that stops answering is not a judgement: those items are ``not_judged`` (logged samples
+    carry ``judge_failed``), excluded from ``n`` and the mean, and the aggregation warns with their count.
+    The model's answers are kept in lmms-eval's samples, so ``cadvi judge`` can rate them later.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any
 
 import cadqa
 from builders.judge import JudgeItem, LmmsEvalAsk, LmmsEvalJudgeSettings, RatingSummary, judge
+from builders.llm.base import BackendUnavailableError
 from builders.release.origin import HUB_REPO, HUB_REVISION
 from builders.release.sources import file_sha256
 from eval_tasks import data
@@ -139,20 +145,43 @@ def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[s
     ask, settings = _judge()
     prediction = results[0] if results else ""
     item = JudgeItem(str(doc["question_id"]), doc["question"], doc["answer"], prediction or "")
-    record = judge([item], ask, retries=settings.invalid_retries, warn_invalid=False).records[0].to_record()
+    try:
+        record = judge([item], ask, retries=settings.invalid_retries, warn_invalid=False).records[0].to_record()
+    except BackendUnavailableError as error:  # the judge server is away: not a judgement, not a 0
+        record = {
+            "question_id": item.id,
+            "rating": None,
+            "valid": False,
+            "judge_failed": True,
+            "errors": [str(error)],
+            "prediction": item.prediction,
+            "judge_model": ask.model,
+        }
     return {metric: record for metric in METRICS}
 
 
+def _judged(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [result for result in results if not result.get("judge_failed")]
+
+
 def _summary(results: list[dict[str, Any]]) -> RatingSummary:
-    return RatingSummary.of(result["rating"] for result in results)
+    return RatingSummary.of(result["rating"] for result in _judged(results))
 
 
 def judge_rating(results: list[dict[str, Any]]) -> dict[str, Any]:
     """``value`` (mean over valid ratings, null if none), ``ci_low``/``ci_high`` (95% bootstrap), ``n``,
     ``valid``, ``invalid``."""
     summary = _summary(results)
+    not_judged = len(results) - summary.n
     if summary.invalid:
         logger.warning("cadqa: %s", summary.line())
+    if not_judged:
+        logger.warning(
+            "cadqa: %d of %d answers were not judged (the judge server failed); the mean is over the judged ones "
+            "only: rate the logged answers again with `cadvi judge`",
+            not_judged,
+            len(results),
+        )
     return {
         "value": summary.mean,
         "ci_low": summary.ci_low,
@@ -161,6 +190,7 @@ def judge_rating(results: list[dict[str, Any]]) -> dict[str, Any]:
         "n": summary.n,
         "valid": summary.valid,
         "invalid": summary.invalid,
+        "not_judged": not_judged,
     }
 
 
@@ -171,4 +201,4 @@ def judge_histogram(results: list[dict[str, Any]]) -> dict[str, int]:
 
 def judge_invalid(results: list[dict[str, Any]]) -> int:
     """Judgements with no readable rating after the retry: excluded from the mean, not scored 0."""
-    return sum(result["rating"] is None for result in results)
+    return sum(result["rating"] is None for result in _judged(results))

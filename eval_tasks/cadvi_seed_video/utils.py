@@ -79,8 +79,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from builders.release.images import UnsafeImageNameError, checked_relative_name
 from builders.release.sources import file_sha256
+from builders.release.validate import UnsafeImageNameError, checked_relative_name
 from eval_tasks import data, scoring
 from eval_tasks.data import BenchmarkDataError, MissingBenchmarkImageError
 
