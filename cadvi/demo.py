@@ -25,9 +25,9 @@ from builders.llm.base import Sampling, make_backend
 from builders.nouns import DEFAULT_STOP_NOUNS
 from builders.pairs import Bin, PairingConfig
 from builders.phase1 import Phase1Settings, run_phase1
-from builders.runs import InputFile
 from builders.release.images import attach_images
 from builders.release.validate import checked_relative_name
+from builders.runs import InputFile
 from builders.stages import nouns_stage, pairs_stage
 from cadvi.demo_model import build_parrot
 from prompts import render
