@@ -95,18 +95,13 @@ class RunStore:
         self.folder = Path(self.folder)
         self._check_manifest()
         name = f"shard-{self.shard_index:05d}-of-{self.num_shards:05d}.jsonl"
-        self._records_path = self.folder / "records" / name
-        self._rejects_path = self.folder / "rejects" / name
-        for path in (self._records_path, self._rejects_path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cut_torn_tail(path)
-        self.done = {record["key"] for record in read_jsonl(self._records_path)}
-        for record in read_jsonl(self._rejects_path):
+        self._records = JsonlLog(self.folder / "records" / name)
+        self._rejects = JsonlLog(self.folder / "rejects" / name)
+        self.done = {record["key"] for record in self._records.read()}
+        for record in self._rejects.read():
             self.rejected_attempts[record["key"]] += 1
             if record.get("final"):
                 self.final.add(record["key"])
-        self._records = open(self._records_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self._rejects = open(self._rejects_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _check_manifest(self) -> None:
         existing = check_run_folder(self.folder, self.identity, self.inputs, extend=self.extend)
@@ -135,26 +130,19 @@ class RunStore:
         return shard_of(key, self.num_shards) == self.shard_index
 
     def add(self, record: dict[str, Any]) -> None:
-        self._write(self._records, record)
+        self._records.append(record)
         self.done.add(record["key"])
 
     def reject(self, record: dict[str, Any]) -> None:
         """Keep a rejected attempt; ``record["final"]`` marks one no retry can fix (a prompt too long)."""
-        self._write(self._rejects, record)
+        self._rejects.append(record)
         self.rejected_attempts[record["key"]] += 1
         if record.get("final"):
             self.final.add(record["key"])
 
-    @staticmethod
-    def _write(handle: Any, record: dict[str, Any]) -> None:
-        handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-        handle.flush()
-
     def close(self) -> None:
-        for handle in (self._records, self._rejects):
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
+        self._records.close()
+        self._rejects.close()
 
     def __enter__(self) -> RunStore:
         return self
@@ -226,6 +214,48 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{folder} is not a run folder (no {MANIFEST})")
     manifest = json.loads(path.read_text(encoding="utf-8"))
     return {**manifest, "inputs": [item.as_dict() for item in recorded_inputs(manifest)]}
+
+
+class JsonlLog:
+    """One append-only JSON Lines file: the one store under run shards and the noun cache.
+
+    Opening it cuts a torn last line (a crash mid-write), so every append starts on a clean line and
+    every record that was flushed is read back exactly once. Each :meth:`append` is flushed before it
+    returns: a crash loses at most the record being written. One writer per file.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        cut_torn_tail(self.path)
+        self._handle: Any = None
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        return read_jsonl(self.path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.extend([record])
+
+    def extend(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records)
+        if not lines:
+            return
+        if self._handle is None:
+            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._handle.write(lines)
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> JsonlLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def cut_torn_tail(path: Path, window: int = 1 << 20) -> None:
