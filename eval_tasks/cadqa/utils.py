@@ -19,44 +19,46 @@ Judge (lmms-eval's way: ``lmms_eval.llm_judge``, configured by environment varia
     local server such as ``vllm serve`` or ``transformers serve``); ``CADQA_JUDGE_MODEL`` (default
     ``mistralai/Mixtral-8x7B-Instruct-v0.1``, the paper's judge); ``CADQA_JUDGE_NUM_RETRIES`` /
     ``CADQA_JUDGE_RETRY_DELAY`` (lmms-eval's retries of a failed request, default 5 x 10 s),
-    ``CADQA_JUDGE_TIMEOUT``, ``CADQA_JUDGE_INVALID_RETRIES`` (asks again after an unreadable rating,
-    default 1). The prompt and the rating parser are :mod:`builders.judge`'s, shared with ``cadvi judge``.
+    ``CADQA_JUDGE_TIMEOUT``, ``CADQA_JUDGE_MAX_CONCURRENT`` (requests in flight, default 32),
+    ``CADQA_JUDGE_INVALID_RETRIES`` (asks again after an unreadable rating, default 1),
+    ``CADQA_JUDGE_RUN_DIR`` (where judgements are kept, default ``$HF_HOME/cadvi/cadqa-judge``). The prompt,
+    the rating parser and the runner are :mod:`builders.judge`'s, shared with ``cadvi judge``; the answers
+    are judged all at once, concurrently (:mod:`eval_tasks.cadqa.judging`).
 
-Metrics
-    ``judge_rating``: the mean over *valid* ratings with its 95% bootstrap CI, ``n`` judged, ``valid``,
-    ``invalid``, ``not_judged``; ``judge_histogram``: how many items got each rating 0-5; ``judge_invalid``:
-    how many judgements could not be read as a rating (after the retry). Invalid ones are excluded from the
-    mean, never scored 0. With no valid rating at all, the mean and its CI are null.
-
-Judge outages
-    A judge server that stops answering is not a judgement: those items are ``not_judged`` (logged samples
-    carry ``judge_failed``), excluded from ``n`` and the mean, and the aggregation warns with their count.
-    The model's answers are kept in lmms-eval's samples, so ``cadvi judge`` can rate them later.
+Metrics (plain numbers, as lmms-eval's own tasks report them)
+    ``judge_rating``: the mean over *valid* ratings (null when none is valid); ``judge_rating_ci_low`` /
+    ``judge_rating_ci_high``: its 95% bootstrap interval; ``judge_valid``; ``judge_invalid`` (no readable
+    rating after the retry: excluded from the mean, never scored 0); ``judge_not_judged`` (the judge server
+    failed: no judgement, excluded, with a warning; logged samples carry ``judge_failed``);
+    ``judge_rating_0`` ... ``judge_rating_5``: the histogram.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import cadqa
-from builders.judge import JudgeItem, LmmsEvalAsk, LmmsEvalJudgeSettings, RatingSummary, judge
-from builders.llm.base import BackendUnavailableError
+from builders.judge import RatingSummary
 from builders.release.origin import HUB_REPO, HUB_REVISION
 from builders.release.sources import file_sha256
 from eval_tasks import data
+from eval_tasks.cadqa.judging import answer_record, judge_records
 from eval_tasks.data import doc_to_messages, doc_to_text, doc_to_visual
 
 __all__ = [
+    "METRICS",
     "doc_to_messages",
     "doc_to_text",
     "doc_to_visual",
-    "judge_histogram",
     "judge_invalid",
+    "judge_not_judged",
     "judge_rating",
+    "judge_rating_ci_high",
+    "judge_rating_ci_low",
+    "judge_valid",
     "load_docs",
     "process_docs",
     "process_results",
@@ -67,7 +69,6 @@ logger = logging.getLogger(__name__)
 
 BENCHMARK = "cadqa"
 HUB_FILE = "json_files/CaD_QA_eval.jsonl"
-METRICS = ("judge_rating", "judge_histogram", "judge_invalid")
 
 
 def question_file() -> Path:
@@ -130,75 +131,77 @@ def process_docs(_placeholder: Any) -> Any:
     return load_docs()
 
 
-@functools.cache
-def _judge() -> tuple[LmmsEvalAsk, LmmsEvalJudgeSettings]:
-    """lmms-eval's judge server, built once per process on the first result (not at import: listing tasks
-    must not need a judge). ``lmms_eval.llm_judge`` is imported first so that its ``.env`` is loaded."""
-    import lmms_eval.llm_judge  # noqa: F401  (loads .env from the working directory)
-
-    settings = LmmsEvalJudgeSettings.from_env()
-    return LmmsEvalAsk(settings), settings
-
-
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any]]:
-    """Judge one prediction; the judgement record (rating or None, raw texts, attempts) goes to every metric."""
-    ask, settings = _judge()
-    prediction = results[0] if results else ""
-    item = JudgeItem(str(doc["question_id"]), doc["question"], doc["answer"], prediction or "")
-    try:
-        record = judge([item], ask, retries=settings.invalid_retries, warn_invalid=False).records[0].to_record()
-    except BackendUnavailableError as error:  # the judge server is away: not a judgement, not a 0
-        record = {
-            "question_id": item.id,
-            "rating": None,
-            "valid": False,
-            "judge_failed": True,
-            "errors": [str(error)],
-            "prediction": item.prediction,
-            "judge_model": ask.model,
-        }
+    """One record per answer, the same object for every metric; the first aggregation judges them all."""
+    record = answer_record(doc, (results[0] if results else "") or "")
     return {metric: record for metric in METRICS}
 
 
-def _judged(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [result for result in results if not result.get("judge_failed")]
+def _summary(records: list[dict[str, Any]]) -> RatingSummary:
+    judge_records(records)
+    return RatingSummary.of(record["rating"] for record in records if not record.get("judge_failed"))
 
 
-def _summary(results: list[dict[str, Any]]) -> RatingSummary:
-    return RatingSummary.of(result["rating"] for result in _judged(results))
-
-
-def judge_rating(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """``value`` (mean over valid ratings, null if none), ``ci_low``/``ci_high`` (95% bootstrap), ``n``,
-    ``valid``, ``invalid``."""
-    summary = _summary(results)
-    not_judged = len(results) - summary.n
+def judge_rating(records: list[dict[str, Any]]) -> float | None:
+    """The mean of the valid ratings (null when none is valid); warns about invalid and unjudged answers."""
+    summary = _summary(records)
+    not_judged = len(records) - summary.n
     if summary.invalid:
         logger.warning("cadqa: %s", summary.line())
     if not_judged:
         logger.warning(
             "cadqa: %d of %d answers were not judged (the judge server failed); the mean is over the judged ones "
-            "only: rate the logged answers again with `cadvi judge`",
+            "only: rerun the evaluation (judged answers are kept) or rate the logged answers with `cadvi judge`",
             not_judged,
-            len(results),
+            len(records),
         )
-    return {
-        "value": summary.mean,
-        "ci_low": summary.ci_low,
-        "ci_high": summary.ci_high,
-        "confidence": summary.confidence,
-        "n": summary.n,
-        "valid": summary.valid,
-        "invalid": summary.invalid,
-        "not_judged": not_judged,
-    }
+    return summary.mean
 
 
-def judge_histogram(results: list[dict[str, Any]]) -> dict[str, int]:
-    """How many items got each rating, ``"0"`` to ``"5"`` (invalid ones are in ``judge_invalid``)."""
-    return {str(rating): count for rating, count in _summary(results).histogram.items()}
+def judge_rating_ci_low(records: list[dict[str, Any]]) -> float | None:
+    """Lower end of the 95% bootstrap interval of the mean rating."""
+    return _summary(records).ci_low
 
 
-def judge_invalid(results: list[dict[str, Any]]) -> int:
+def judge_rating_ci_high(records: list[dict[str, Any]]) -> float | None:
+    """Upper end of the 95% bootstrap interval of the mean rating."""
+    return _summary(records).ci_high
+
+
+def judge_valid(records: list[dict[str, Any]]) -> int:
+    """Answers with a readable rating (the ``n`` of the mean)."""
+    return _summary(records).valid
+
+
+def judge_invalid(records: list[dict[str, Any]]) -> int:
     """Judgements with no readable rating after the retry: excluded from the mean, not scored 0."""
-    return sum(result["rating"] is None for result in _judged(results))
+    return _summary(records).invalid
+
+
+def judge_not_judged(records: list[dict[str, Any]]) -> int:
+    """Answers the judge server never judged (it failed): excluded from everything, counted here."""
+    judge_records(records)
+    return sum(1 for record in records if record.get("judge_failed"))
+
+
+def _histogram_bin(rating: int):
+    def count(records: list[dict[str, Any]]) -> int:
+        return _summary(records).histogram[rating]
+
+    count.__name__ = count.__qualname__ = f"judge_rating_{rating}"
+    count.__doc__ = f"Answers rated {rating}."
+    return count
+
+
+judge_rating_0, judge_rating_1, judge_rating_2, judge_rating_3, judge_rating_4, judge_rating_5 = map(
+    _histogram_bin, range(6)
+)
+METRICS = (
+    "judge_rating",
+    "judge_rating_ci_low",
+    "judge_rating_ci_high",
+    "judge_valid",
+    "judge_invalid",
+    "judge_not_judged",
+    *(f"judge_rating_{rating}" for rating in range(6)),
+)

@@ -1,0 +1,1 @@
+"""The ``cadvi`` command groups; each module registers its commands with ``register(subparsers)``."""
