@@ -17,8 +17,11 @@ Per-sample results (what a task's ``process_results`` returns under each metric 
 ``{"correct": 0 | 1, "parsed": bool, "answer": <gold key>, "prediction": <parsed key or None>,
 "group": <group id, for group metrics>, "category": <for per-category metrics>, ...}``
 
-Aggregations return the dict of :func:`mean_with_ci`: ``value`` (accuracies in percent, like the
-paper's tables), ``ci_low``, ``ci_high``, ``n`` and, for accuracies, ``unparseable``.
+Summaries (:func:`accuracy_aggregation`, :func:`group_accuracy`) return the dict of :func:`mean_with_ci`:
+``value`` (accuracies in percent, like the paper's tables), ``ci_low``, ``ci_high``, ``n`` and
+``unparseable``; group summaries add ``n_questions`` and ``partial_groups``.
+
+How lmms-eval gets these as plain numbers (one metric per figure): :mod:`eval_tasks.metrics`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "group_of_question_id",
     "mean_with_ci",
     "parse_choice",
+    "select",
 ]
 
 # Aliases: what a model may write for each option. Single characters ("A") are matched in free text
@@ -256,10 +260,18 @@ def group_of_question_id(question_id: str | int) -> str:
 
 
 def filtered(aggregate: Callable[[list[dict]], dict], field: str, value: str) -> Callable[[list[dict]], dict]:
-    """``aggregate`` over the results whose ``field`` equals ``value`` (one lmms-eval metric per category)."""
+    """``aggregate`` over the results whose ``field`` equals ``value`` (a per-category summary)."""
 
     def aggregation(results: list[dict]) -> dict:
-        return aggregate([result for result in results if str(result.get(field)) == value])
+        return aggregate(select(results, (field, value)))
 
     aggregation.__name__ = f"{getattr(aggregate, '__name__', 'aggregate')}_{field}_{value}"
     return aggregation
+
+
+def select(results: Sequence[dict], where: tuple[str, str] | None) -> Sequence[dict]:
+    """The results whose ``where[0]`` field equals ``where[1]`` (compared as text), or all of them."""
+    if where is None:
+        return results
+    field, value = where
+    return [result for result in results if str(result.get(field)) == value]

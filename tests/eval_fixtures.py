@@ -16,12 +16,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from eval_tasks.metrics import GROUP_SUMMARY_FIELDS, Summary
 
 SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cadvi_eval"
 FIVE_TASKS = ("bison", "svo_probes", "nlvr2", "eqben", "cola")
@@ -274,3 +276,73 @@ def run_lmms_eval(
     found = sorted(output.rglob("*_results.json"))
     assert found, f"lmms-eval wrote no results:\n{console[-4000:]}"
     return json.loads(found[-1].read_text())["results"], console
+
+
+# --- reading plain-number metrics ----------------------------------------------------------------------
+
+LMMS_EVAL_STDERR_SUFFIXES = ("_stderr", "_stderr_clt", "_stderr_clustered")
+
+
+def summary_of(task_results: dict[str, Any], name: str) -> dict[str, Any]:
+    """The figures of summary ``name`` in lmms-eval's results of one task (``accuracy,none``,
+    ``accuracy_ci_low,none``, ...) gathered back into the scorer's dict (``value``, ``ci_low``, ...)."""
+    metrics = {key.partition(",")[0] for key in task_results}
+    found = _figures(name, metrics, lambda metric: task_results[f"{metric},none"])
+    assert "value" in found, (name, sorted(task_results))
+    return found
+
+
+def figures_of(utils: Any, name: str, per_metric: dict[str, list[dict]]) -> dict[str, Any]:
+    """The same from a task's ``utils`` module: each figure's own aggregation over its own results."""
+    return _figures(name, set(per_metric), lambda metric: getattr(utils, metric)(per_metric[metric]))
+
+
+def _figures(name: str, metrics: set[str], value_of: Callable[[str], Any]) -> dict[str, Any]:
+    summary = Summary(name)
+    return {
+        figure: value_of(summary.metric(figure)) for figure in GROUP_SUMMARY_FIELDS if summary.metric(figure) in metrics
+    }
+
+
+def plain_number_problems(task_results: dict[str, Any], *, allow_empty: bool = False) -> list[str]:
+    """Every metric value of one task's results that is not an int or float (bools excluded).
+
+    lmms-eval's own keys are not ours to shape: ``alias``, and the stderr it writes next to every metric
+    (a number, or its "N/A" for an aggregation it has no stderr for). ``allow_empty`` accepts ``None`` for
+    the figures of a summary whose ``n`` is 0 (a subset the fixture or ``--limit`` left out).
+    """
+    problems = []
+    for key, value in task_results.items():
+        metric = key.partition(",")[0]
+        if key == "alias":
+            continue
+        if metric.endswith(LMMS_EVAL_STDERR_SUFFIXES):
+            if not (value == "N/A" or _is_number(value)):
+                problems.append(f"{key}: {value!r}")
+            continue
+        if _is_number(value):
+            continue
+        if value is None and allow_empty and _empty_summary(task_results, metric):
+            continue
+        problems.append(f"{key}: {value!r}")
+    return problems
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _empty_summary(task_results: dict[str, Any], metric: str) -> bool:
+    """A value or interval figure (the ones that are None without data) of a summary with ``n`` 0."""
+    summary = metric.removesuffix("_ci_low").removesuffix("_ci_high")
+    return task_results.get(f"{summary}_n,none") == 0
+
+
+def table_rows(console: str, tasks: tuple[str, ...] | list[str]) -> dict[tuple[str, str], str]:
+    """lmms-eval's printed results table: (task, metric) -> the Value cell, for the rows of ``tasks``."""
+    rows = {}
+    for line in console.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 6 and cells[0] in tasks:
+            rows[(cells[0], cells[3])] = cells[5]
+    return rows

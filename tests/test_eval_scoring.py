@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from eval_tasks import scoring
+from eval_tasks import metrics, scoring
 from eval_tasks.scoring import (
     LETTER_OPTIONS_2,
     LETTER_OPTIONS_4,
@@ -22,6 +22,7 @@ from eval_tasks.scoring import (
     mean_with_ci,
     parse_choice,
 )
+from tests.eval_fixtures import figures_of
 
 TASKS_DIR = Path(scoring.__file__).resolve().parent
 
@@ -240,17 +241,26 @@ def doc(answer: str, **fields: str) -> dict:
     return {"question_id": fields.pop("question_id", "0"), "answer": answer, **fields}
 
 
+def scored(utils: ModuleType, rows: list[tuple[str, dict]]) -> dict[str, list[dict]]:
+    """Each metric's per-sample results, as lmms-eval collects them from ``process_results``."""
+    per_metric: dict[str, list[dict]] = {}
+    for text, sample in rows:
+        for metric, value in utils.process_results(sample, [text]).items():
+            per_metric.setdefault(metric, []).append(value)
+    return per_metric
+
+
 def test_bison_and_nlvr2_process_results() -> None:
     bison = task_utils("bison")
     outputs = [("A", "A"), ("The answer is B", "A"), ("Image 2", "B"), ("Hmm", "B")]
-    results = [bison.process_results(doc(answer), [text])["accuracy"] for text, answer in outputs]
-    summary = bison.accuracy(results)
+    per_metric = scored(bison, [(text, doc(answer)) for text, answer in outputs])
+    summary = figures_of(bison, "accuracy", per_metric)
     assert (summary["value"], summary["n"], summary["unparseable"]) == (50.0, 4, 1)
 
     nlvr2 = task_utils("nlvr2")
     outputs = [("True", "True"), ("false.", "False"), ("A", "True")]
-    results = [nlvr2.process_results(doc(answer), [text])["accuracy"] for text, answer in outputs]
-    summary = nlvr2.accuracy(results)
+    per_metric = scored(nlvr2, [(text, doc(answer)) for text, answer in outputs])
+    summary = figures_of(nlvr2, "accuracy", per_metric)
     assert summary["value"] == pytest.approx(200 / 3)
     assert summary["unparseable"] == 1
 
@@ -258,16 +268,14 @@ def test_bison_and_nlvr2_process_results() -> None:
 def test_svo_probes_process_results() -> None:
     svo = task_utils("svo_probes")
     rows = [("A", "A", "subject"), ("B", "A", "subject"), ("B", "B", "verb"), ("B", "B", "object")]
-    per_metric: dict[str, list[dict]] = {}
-    for text, answer, category in rows:
-        for metric, value in svo.process_results(doc(answer, category=category), [text]).items():
-            per_metric.setdefault(metric, []).append(value)
-    assert set(per_metric) == {"accuracy", "subject_accuracy", "verb_accuracy", "object_accuracy"}
-    assert svo.accuracy(per_metric["accuracy"])["value"] == 75.0
-    assert svo.subject_accuracy(per_metric["subject_accuracy"])["value"] == 50.0
-    assert svo.subject_accuracy(per_metric["subject_accuracy"])["n"] == 2
-    assert svo.verb_accuracy(per_metric["verb_accuracy"])["value"] == 100.0
-    assert svo.object_accuracy(per_metric["object_accuracy"])["n"] == 1
+    per_metric = scored(svo, [(text, doc(answer, category=category)) for text, answer, category in rows])
+    assert set(per_metric) == set(svo.TASK.metrics.names)
+    assert {"accuracy", "subject_accuracy", "verb_accuracy", "object_accuracy"} <= set(per_metric)
+    assert svo.accuracy(per_metric["accuracy"]) == 75.0
+    assert svo.subject_accuracy(per_metric["subject_accuracy"]) == 50.0
+    assert svo.subject_accuracy_n(per_metric["subject_accuracy_n"]) == 2
+    assert svo.verb_accuracy(per_metric["verb_accuracy"]) == 100.0
+    assert svo.object_accuracy_n(per_metric["object_accuracy_n"]) == 1
 
 
 def test_eqben_process_results() -> None:
@@ -284,29 +292,95 @@ def test_eqben_process_results() -> None:
         ("A", "A", "2_0", "eqbenag"),
         ("B", "B", "2_1", "eqbenag"),  # group 2 right
     ]
-    per_metric: dict[str, list[dict]] = {}
-    for text, answer, question_id, subset in rows:
-        fields = {"question_id": question_id, "group": question_id.split("_")[0], "subset": subset}
-        for metric, value in eqben.process_results(doc(answer, **fields), [text]).items():
-            per_metric.setdefault(metric, []).append(value)
-    assert eqben.accuracy(per_metric["accuracy"])["value"] == pytest.approx(500 / 6)
-    assert eqben.group_accuracy(per_metric["group_accuracy"])["value"] == pytest.approx(200 / 3)
-    assert eqben.group_accuracy(per_metric["group_accuracy"])["n"] == 3
-    assert eqben.group_accuracy_eqbensd(per_metric["group_accuracy_eqbensd"])["value"] == 50.0
-    assert eqben.group_accuracy_eqbenag(per_metric["group_accuracy_eqbenag"])["value"] == 100.0
-    assert eqben.group_accuracy_eqbengebc(per_metric["group_accuracy_eqbengebc"])["n"] == 0
+    per_metric = scored(
+        eqben,
+        [
+            (text, doc(answer, question_id=question_id, group=question_id.split("_")[0], subset=subset))
+            for text, answer, question_id, subset in rows
+        ],
+    )
+    assert eqben.accuracy(per_metric["accuracy"]) == pytest.approx(500 / 6)
+    assert eqben.group_accuracy(per_metric["group_accuracy"]) == pytest.approx(200 / 3)
+    assert eqben.group_accuracy_n(per_metric["group_accuracy_n"]) == 3
+    assert eqben.group_accuracy_eqbensd(per_metric["group_accuracy_eqbensd"]) == 50.0
+    assert eqben.group_accuracy_eqbenag(per_metric["group_accuracy_eqbenag"]) == 100.0
+    assert eqben.group_accuracy_eqbengebc_n(per_metric["group_accuracy_eqbengebc_n"]) == 0
+    assert eqben.group_accuracy_eqbengebc(per_metric["group_accuracy_eqbengebc"]) is None
     assert {f"group_accuracy_{subset}" for subset in eqben.SUBSETS} <= set(per_metric)
 
 
 def test_cola_process_results() -> None:
     cola = task_utils("cola")
     rows = [("A", "A", "0_0"), ("B", "B", "0_1"), ("B", "A", "1_0"), ("B", "B", "1_1"), ("?", "A", "2_0")]
-    per_metric: dict[str, list[dict]] = {}
-    for text, answer, question_id in rows:
-        fields = {"question_id": question_id, "group": question_id.split("_")[0]}
-        for metric, value in cola.process_results(doc(answer, **fields), [text]).items():
-            per_metric.setdefault(metric, []).append(value)
-    assert cola.accuracy(per_metric["accuracy"])["value"] == 60.0
-    summary = cola.group_accuracy(per_metric["group_accuracy"])
+    per_metric = scored(
+        cola,
+        [(text, doc(answer, question_id=qid, group=qid.split("_")[0])) for text, answer, qid in rows],
+    )
+    assert cola.accuracy(per_metric["accuracy"]) == 60.0
+    summary = figures_of(cola, "group_accuracy", per_metric)
     assert summary["value"] == pytest.approx(100 / 3)
     assert (summary["n"], summary["unparseable"], summary["partial_groups"]) == (3, 1, 1)
+    assert summary["n_questions"] == 5
+
+
+# --- plain-number metrics ---------------------------------------------------------------------------
+
+
+def test_every_figure_is_its_summary_number() -> None:
+    """Each plain-number metric is exactly the number the scorer's summary dict holds."""
+    results = [
+        result(1, group="0", subset="x"),
+        result(1, group="0", subset="x"),
+        result(1, group="1", subset="y"),
+        result(0, False, group="1", subset="y"),
+        result(0, group="2", subset="y"),
+    ]
+    table = metrics.PlainMetrics(
+        metrics.Summary("accuracy"),
+        metrics.Summary("group_accuracy", grouped=True),
+        metrics.Summary("group_accuracy_y", grouped=True, where=("subset", "y")),
+    )
+    expected = {
+        "accuracy": accuracy_aggregation(results),
+        "group_accuracy": group_accuracy(results),
+        "group_accuracy_y": scoring.filtered(group_accuracy, "subset", "y")(results),
+    }
+    for summary in table.summaries:
+        for field in summary.fields:
+            value = table.aggregation(summary.metric(field))(results)
+            assert value == expected[summary.name][field], (summary.name, field)
+            assert isinstance(value, (int, float)) and not isinstance(value, bool)
+    assert table.names[:5] == (
+        "accuracy",
+        "accuracy_ci_low",
+        "accuracy_ci_high",
+        "accuracy_n",
+        "accuracy_unparseable",
+    )
+    assert "group_accuracy_y_partial_groups" in table.names
+    assert (table.higher_is_better("accuracy_ci_low"), table.higher_is_better("accuracy_unparseable")) == (True, False)
+    assert table.higher_is_better("group_accuracy_n_questions") is None
+    with pytest.raises(ValueError, match="defined twice"):
+        metrics.PlainMetrics(metrics.Summary("accuracy"), metrics.Summary("accuracy", where=("subset", "x")))
+
+
+def test_summary_cache_keeps_inputs_apart() -> None:
+    """The cache behind the figures keys on every input that changes the numbers, in order."""
+    accuracy = metrics.Summary("accuracy")
+    first = [result(1), result(0), result(1)]
+    assert accuracy(first)["value"] == pytest.approx(200 / 3)
+    assert accuracy([result(1), result(0, parsed=False), result(1)])["unparseable"] == 1
+    assert accuracy(list(reversed(first)))["value"] == accuracy(first)["value"]
+    grouped = metrics.Summary("group_accuracy", grouped=True)
+    assert grouped([result(1, group="a"), result(1, group="b")])["value"] == 100.0
+    assert grouped([result(1, group="a"), result(0, group="a")])["value"] == 0.0
+    summary = accuracy(first)
+    summary["value"] = -1  # a caller's copy: the cached summary is untouched
+    assert accuracy(first)["value"] == pytest.approx(200 / 3)
+
+
+def test_module_getattr_serves_only_metric_names() -> None:
+    bison = task_utils("bison")
+    assert bison.accuracy_ci_high.__name__ == "accuracy_ci_high"
+    with pytest.raises(AttributeError, match="no_such_metric"):
+        bison.no_such_metric  # noqa: B018

@@ -21,10 +21,17 @@ import pytest
 from eval_tasks import scoring
 from eval_tasks.cadvi_seed_video import utils as seed
 from eval_tasks.data import BenchmarkDataError, MissingBenchmarkImageError
-from tests.eval_fixtures import run_lmms_eval, tiny_llava  # noqa: F401  (tiny_llava: a fixture)
+from tests.eval_fixtures import (  # noqa: F401  (tiny_llava: a fixture)
+    figures_of,
+    plain_number_problems,
+    run_lmms_eval,
+    summary_of,
+    tiny_llava,
+)
 
 TASKS = ("cadvi_seed_video_2frame", "cadvi_seed_video_1frame")
 CLI_TIMEOUT_S = 300
+TASK_FOLDER = Path(seed.__file__).parent
 TYPE_TABLE = {
     "Action Recognition": 10,
     "Action Prediction": 11,
@@ -135,6 +142,14 @@ def frame_index(image: Any) -> int:
     return round(pixels.mean() / 10)
 
 
+def prompt_kwargs(model: str = "default") -> dict[str, Any]:
+    """The prompt wording of the task YAML for ``model``, as lmms-eval reads it."""
+    from lmms_eval.utils import load_yaml_config
+
+    config = load_yaml_config(str(TASK_FOLDER / f"{TASKS[0]}.yaml"), mode="simple")
+    return config["lmms_eval_specific_kwargs"][model]
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("seed-video")
@@ -226,7 +241,7 @@ def test_doc_to_visual_decodes_the_expected_frames(seed_env: Path, num_frames: i
 
 def test_messages_interleave_the_frames(seed_env: Path) -> None:
     doc = seed.load_docs(2)[0]
-    (turn,) = seed.doc_to_messages(doc)
+    (turn,) = seed.doc_to_messages(doc, prompt_kwargs())
     kinds = [part["type"] for part in turn["content"]]
     assert kinds == ["text", "image", "text", "image", "text"]
     assert turn["content"][0]["text"] == "Image 1: " and turn["content"][2]["text"] == "\nImage 2: "
@@ -290,13 +305,14 @@ def test_loader_reads_the_official_format(seed_env: Path) -> None:
     assert docs["question_id"] == ["v1738", "v1739", "v1962", "v4397", "v4398"]  # the image question is skipped
     assert docs["question_type_id"] == [10, 10, 11, 12, 12]
     assert docs["segment"] == [None, None, [0.5, 2.0], [3.0, 20.0], [10.0, 40.0]]
-    assert docs[0]["text"] == (
+    two_text = seed.doc_to_text(docs[0], prompt_kwargs())
+    assert two_text == (
         "Image 1: <image>\nImage 2: <image>\nWhat happens in v1738?\nA. v1738 first\nB. v1738 second\n"
         "C. v1738 third\nD. v1738 fourth\nAnswer with the option's letter from the given choices directly."
     )
     one = seed.load_docs(1, check_media=False)[0]
-    assert one["text"] == docs[0]["text"].replace("Image 1: <image>\nImage 2: <image>\n", "<image>\n")
-    assert seed.doc_to_text(one) == one["text"]
+    one_text = seed.doc_to_text(one, prompt_kwargs())
+    assert one_text == two_text.replace("Image 1: <image>\nImage 2: <image>\n", "<image>\n")
 
 
 def test_bad_question_files_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -321,6 +337,52 @@ def test_bad_question_files_are_rejected(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("CADVI_EVAL_DATA_DIR", str(tmp_path / "empty"))
     with pytest.raises(BenchmarkDataError, match=r"has no SEED-Bench\.json"):
         seed.question_file()
+
+
+def test_every_bad_question_is_reported_at_once(tmp_path: Path) -> None:
+    questions = [
+        QUESTIONS[0],  # an image question: skipped, not a problem
+        video_question("v1", 11, "P01/P01_11.MP4", "A"),  # no segment
+        video_question("v2", 10, "1.webm", "E"),
+        video_question("v3", 10, "../../etc/passwd", "A"),
+        video_question("v4", 10, "4.webm", "A"),
+        video_question("v4", 10, "5.webm", "B"),  # the id again
+    ]
+    path = write_questions(tmp_path / "bad", questions)
+    with pytest.raises(BenchmarkDataError) as error:
+        seed.read_questions(path)
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"seed_video: 4 problem(s) in {path}:"
+    assert lines[1].startswith(f"  seed_video: {path}:2: question 'v1': segment must be")
+    assert lines[2] == f"  seed_video: {path}:3: question 'v2': answer 'E' is not one of A, B, C, D"
+    assert lines[3].startswith(f"  seed_video: {path}:4: question 'v3': ")
+    assert lines[4] == f"  seed_video: {path}:6: duplicate question_id 'v4' (first seen at {path}:5)"
+
+
+def test_prompt_wording_comes_from_the_yaml_per_model(seed_env: Path) -> None:
+    """lmms-eval picks the kwargs block named like the model, else ``default`` (the real TaskManager)."""
+    import lmms_eval.models  # noqa: F401  (runs our entry point)
+    from lmms_eval.tasks import TaskManager, get_task_dict
+
+    question = "What happens in v1738?\nA. v1738 first\nB. v1738 second\nC. v1738 third\nD. v1738 fourth"
+    expected = {
+        "dummy": f"Image 1: <image>\nImage 2: <image>\n{question}\n"
+        "Answer with the option's letter from the given choices directly.",
+        "qwen3_vl": f"Image 1: <image>\nImage 2: <image>\nQuestion: {question}\nAnswer with the option letter only.",
+    }
+    for model, text in expected.items():
+        manager = TaskManager(include_defaults=False, model_name=model)
+        task = get_task_dict([TASKS[0]], manager)[TASKS[0]]
+        assert task.doc_to_text(task.test_docs()[0]) == text, model
+
+
+def test_prompt_needs_its_kwargs(seed_env: Path) -> None:
+    doc = seed.load_docs(2, check_media=False)[0]
+    with pytest.raises(ValueError, match="needs frame_prefix, pre_prompt, post_prompt"):
+        seed.doc_to_text(doc)
+    one_image = {**prompt_kwargs(), "frame_prefix": {1: "<image>\n", 2: "<image>\n"}}
+    with pytest.raises(ValueError, match=r"frame_prefix\[2\] must be a text with 2 <image>"):
+        seed.doc_to_text(doc, one_image)
 
 
 def test_default_source_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,7 +410,7 @@ def test_process_results_and_aggregation_hand_computed(seed_env: Path) -> None:
     for doc, response in zip(docs, responses, strict=True):
         for name, result in seed.process_results(doc, [response]).items():
             per_metric.setdefault(name, []).append(result)
-    overall = seed.accuracy(per_metric["accuracy"])
+    overall = figures_of(seed, "accuracy", per_metric)
     assert (overall["value"], overall["n"], overall["unparseable"]) == (60.0, 5, 1)
     assert (overall["ci_low"], overall["ci_high"]) == tuple(100 * x for x in scoring.bootstrap_ci([1, 1, 0, 1, 0]))
     by_type = {
@@ -357,19 +419,20 @@ def test_process_results_and_aggregation_hand_computed(seed_env: Path) -> None:
         "procedure_understanding": (50.0, 2, 1),
     }
     for name, expected in by_type.items():
-        summary = getattr(seed, f"accuracy_{name}")(per_metric[f"accuracy_{name}"])
+        summary = figures_of(seed, f"accuracy_{name}", per_metric)
         assert (summary["value"], summary["n"], summary["unparseable"]) == expected, name
 
 
 def test_task_yamls() -> None:
     from lmms_eval.utils import load_yaml_config
 
-    folder = Path(seed.__file__).parent
     for task, frames in zip(TASKS, (2, 1), strict=True):
-        config = load_yaml_config(str(folder / f"{task}.yaml"), mode="simple")
+        config = load_yaml_config(str(TASK_FOLDER / f"{task}.yaml"), mode="simple")
         assert (config["task"], config["tag"], config["output_type"]) == (task, "cadvi", "generate_until")
         assert config["generation_kwargs"]["do_sample"] is False and config["generation_kwargs"]["temperature"] == 0
+        assert config["generation_kwargs"]["max_new_tokens"] == 256  # CaD-VI's model_vqa_loader.py default
         assert config["metadata"]["frames"] == frames
+        assert set(config["lmms_eval_specific_kwargs"]) == {"default", "qwen3_vl"}
 
 
 # --- the real CLI ------------------------------------------------------------------------------------
@@ -400,10 +463,11 @@ def test_cli_dummy_known_answers(release: Path, tmp_path: Path) -> None:
     }
     low, high = scoring.bootstrap_ci([1, 0, 1, 0, 1])
     for task in TASKS:
+        assert plain_number_problems(results[task]) == [], task
         for name, (value, n) in expected.items():
-            summary = results[task][f"{name},none"]
+            summary = summary_of(results[task], name)
             assert (summary["value"], summary["n"], summary["unparseable"]) == (value, n, 0), (task, name)
-        overall = results[task]["accuracy,none"]
+        overall = summary_of(results[task], "accuracy")
         assert (overall["ci_low"], overall["ci_high"]) == (100 * low, 100 * high)
 
 
@@ -433,7 +497,7 @@ def test_cli_llava_hf_on_cpu(release: Path, tiny_llava: Path, tmp_path: Path) ->
     assert "USER: Image 1: <image>\nImage 2: <image>\nWhat happens in v1738?" in console
     assert "USER: <image>\nWhat happens in v1738?" in console
     for task in TASKS:
-        summary = results[task]["accuracy,none"]
+        summary = summary_of(results[task], "accuracy")
         assert summary["n"] == limit and 0 <= summary["unparseable"] <= limit
         assert summary["ci_low"] <= summary["value"] <= summary["ci_high"]
-        assert results[task]["accuracy_action_recognition,none"]["n"] == limit  # the first two are type 10
+        assert results[task]["accuracy_action_recognition_n,none"] == limit  # the first two are type 10

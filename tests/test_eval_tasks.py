@@ -24,7 +24,10 @@ from tests.eval_fixtures import (
     SYSTEM,
     BenchFolders,
     official_rows,
+    plain_number_problems,
     run_lmms_eval,
+    summary_of,
+    table_rows,
 )
 
 # The fixtures of tests/eval_fixtures.py, made visible to this module's tests.
@@ -53,7 +56,7 @@ def test_official_files_load_with_counts(official_env: Path, caplog: pytest.LogC
     for task, count in OFFICIAL_COUNTS.items():
         rows = data.read_rows(task)
         assert len(rows) == count, task
-    assert "not the official file" not in caplog.text  # the shared copies are byte-identical to the pinned ones
+    assert "not the pinned file" not in caplog.text  # the shared copies are byte-identical to the pinned ones
 
     eqben_groups = Counter(scoring.group_of_question_id(row["question_id"]) for row in data.read_rows("eqben"))
     assert len(eqben_groups) == 120 and set(eqben_groups.values()) == {2}
@@ -65,12 +68,7 @@ def test_official_files_load_with_counts(official_env: Path, caplog: pytest.LogC
 
 def test_task_loaders_on_official_files(official_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The tasks' own loaders (YAML -> placeholder dataset -> process_docs), built by lmms-eval itself."""
-    images = tmp_path / "images"
-    for task in FIVE_TASKS:  # empty stand-ins: the loader checks that every image exists, never opens one
-        for name in {name for row in official_rows(task) for name in row["image"]}:
-            path = images / task / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
+    images = stand_in_images(tmp_path / "images", FIVE_TASKS)
     monkeypatch.setenv(data.IMAGE_ROOT_ENV, str(images))
 
     import lmms_eval.models  # noqa: F401  (runs our entry point)
@@ -82,13 +80,24 @@ def test_task_loaders_on_official_files(official_env: Path, tmp_path: Path, monk
     assert len(set(docs["eqben"]["group"])) == 120
     assert Counter(Counter(zip(docs["eqben"]["subset"], docs["eqben"]["group"], strict=True)).values()) == {2: 120}
     assert Counter(subset for subset, _ in set(zip(docs["eqben"]["subset"], docs["eqben"]["group"], strict=True))) == {
-        subset: 20 for subset in task_dict["eqben"].config.process_results.__globals__["SUBSETS"]
+        subset: 20 for subset in task_module("eqben").SUBSETS
     }
     assert len(set(docs["cola"]["group"])) == 210
     first = docs["bison"][0]
     assert first["image_paths"] == [str(images / "bison" / name) for name in first["image"]]
     assert task_dict["bison"].config.generation_kwargs["temperature"] == 0
     assert task_dict["bison"].config.generation_kwargs["do_sample"] is False
+
+
+def stand_in_images(root: Path, tasks: tuple[str, ...]) -> Path:
+    """Empty files under every official image name: the loader checks that each image exists, and
+    nothing here opens one (lmms-eval's dummy model never asks for the visuals)."""
+    for task in tasks:
+        for name in {name for row in official_rows(task) for name in row["image"]}:
+            path = root / task / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    return root
 
 
 def test_download_is_cached_and_verified(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -249,7 +258,8 @@ def run_cli(args: list[str], bench: BenchFolders, tmp_path: Path) -> tuple[dict[
 
 
 def metric(results: dict[str, Any], task: str, name: str) -> dict[str, Any]:
-    return results[task][f"{name},none"]
+    """The figures of one summary (plain-number metrics ``name``, ``name_ci_low``, ...) as a dict."""
+    return summary_of(results[task], name)
 
 
 def cadvi_tag_members() -> set[str]:
@@ -258,7 +268,9 @@ def cadvi_tag_members() -> set[str]:
     members = set()
     for path in Path(registration.tasks_dir()).rglob("*.yaml"):
         config = load_yaml_config(str(path), mode="simple")
-        tags = config.get("tag", []) if isinstance(config, dict) else []
+        if not isinstance(config, dict) or "task" not in config:
+            continue  # the shared include files (_cadvi_defaults.yaml, ...) and the placeholder
+        tags = config.get("tag", [])
         if "cadvi" in ([tags] if isinstance(tags, str) else tags):
             members.add(config["task"])
     return members
@@ -340,6 +352,8 @@ def test_cli_dummy_known_answers(bench_env: BenchFolders, tmp_path: Path) -> Non
         ["--model", "dummy", "--model_args", "response=The answer is B", "--tasks", tasks], bench_env, tmp_path
     )
     assert set(FIVE_TASKS) <= set(results)
+    for task in FIVE_TASKS:  # plain numbers; None only for the EQBEN subsets the fixture has no group of
+        assert plain_number_problems(results[task], allow_empty=True) == [], task
     for (task, name), (value, n, unparseable) in known_answer_expectations().items():
         summary = metric(results, task, name)
         assert (summary["n"], summary["unparseable"]) == (n, unparseable), (task, name)
@@ -376,3 +390,74 @@ def test_cli_include_path(bench_env: BenchFolders, tmp_path: Path) -> None:
     assert (nlvr2["value"], nlvr2["n"], nlvr2["unparseable"]) == (50.0, 4, 0)  # answers False True True False
     bison = metric(results, "bison", "accuracy")
     assert (bison["value"], bison["n"], bison["unparseable"]) == (0.0, 4, 4)
+
+
+# --- plain numbers: what lmms-eval prints and stores -------------------------------------------------
+
+ALL_OUR_TASKS = (*FIVE_TASKS, "cadvi_seed_video_1frame", "cadvi_seed_video_2frame")
+
+
+def task_module(task: str) -> Any:
+    """A closed task's ``utils`` module (lmms-eval loads its own copy by path; the numbers are the same)."""
+    import importlib
+
+    return importlib.import_module(f"eval_tasks.{task}.utils")
+
+
+def test_task_yamls_list_exactly_their_metrics() -> None:
+    """Every figure a task's utils reports is in its YAML with the higher_is_better of its kind, every
+    YAML metric finds its aggregation (lmms-eval's own loader resolves them), and the shared keys come
+    from the include files."""
+    import lmms_eval.models  # noqa: F401  (runs our entry point)
+    from lmms_eval.tasks import TaskManager
+    from lmms_eval.utils import load_yaml_config
+
+    index = TaskManager(include_defaults=False).task_index
+    for task in ALL_OUR_TASKS:
+        config = load_yaml_config(index[task]["yaml_path"], mode="full")
+        table = config["process_results"].__self__.metrics  # the task's metrics.ChoiceTask
+        listed = [(entry["metric"], entry["higher_is_better"]) for entry in config["metric_list"]]
+        assert listed == [(name, table.higher_is_better(name)) for name in table.names], task
+        assert [entry["aggregation"].__name__ for entry in config["metric_list"]] == list(table.names), task
+        assert config["generation_kwargs"] == {
+            "max_new_tokens": 256,
+            "temperature": 0,
+            "do_sample": False,
+            "num_beams": 1,
+        }, task
+        assert (config["tag"], config["dataset_path"], config["output_type"]) == ("cadvi", "json", "generate_until")
+        assert Path(config["dataset_kwargs"]["data_files"]["test"]).resolve() == Path(data.__file__).with_name(
+            "_placeholder.yaml"
+        )
+
+
+@pytest.mark.slow
+def test_cli_dummy_official_files_plain_numbers(official_env: Path, tmp_path: Path) -> None:
+    """``lmms-eval --model dummy --tasks bison,eqben`` on the official question files: every figure is a
+    plain number in the results JSON and in the printed table (no dict blob), with values worked out
+    from the files: every official EQBEN group pairs an A with a B, so a constant "B" gets half the
+    questions and no group right."""
+    images = stand_in_images(tmp_path / "images", ("bison", "eqben"))
+    env = {data.ANNOTATION_DIR_ENV: str(SHARED_EVAL), data.IMAGE_ROOT_ENV: str(images)}
+    args = ["--model", "dummy", "--model_args", "response=The answer is B", "--tasks", "bison,eqben"]
+    results, console = run_lmms_eval(args, env, tmp_path, timeout=CLI_TIMEOUT_S)
+    for task in ("bison", "eqben"):
+        assert plain_number_problems(results[task]) == [], task
+    b_answers = sum(row["answer"] == "B" for row in official_rows("bison"))
+    bison = metric(results, "bison", "accuracy")
+    assert (bison["value"], bison["n"], bison["unparseable"]) == (100 * b_answers / 150, 150, 0)
+    assert bison["ci_low"] < bison["value"] < bison["ci_high"]
+    assert metric(results, "eqben", "accuracy")["value"] == 50.0
+    overall = metric(results, "eqben", "group_accuracy")
+    assert (overall["value"], overall["n"], overall["n_questions"], overall["partial_groups"]) == (0.0, 120, 240, 0)
+    for subset in task_module("eqben").SUBSETS:
+        summary = metric(results, "eqben", f"group_accuracy_{subset}")
+        assert (summary["value"], summary["ci_low"], summary["ci_high"]) == (0.0, 0.0, 0.0), subset
+        assert (summary["n"], summary["n_questions"], summary["unparseable"]) == (20, 40, 0), subset
+
+    rows = table_rows(console, ("bison", "eqben"))
+    expected = {(task, name) for task in ("bison", "eqben") for name in task_module(task).TASK.metrics.names}
+    assert set(rows) == expected
+    for (task, name), value in rows.items():
+        assert re.fullmatch(r"-?\d+(\.\d+)?", value), (task, name, value)
+    assert not [line for line in console.splitlines() if line.startswith("|") and "{" in line]

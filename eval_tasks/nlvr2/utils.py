@@ -1,24 +1,15 @@
 """NLVR2 (Suhr et al., 2019) as CaD-VI evaluates it: 150 statements over 75 test1 image pairs, answer
-``True``/``False``; metric: accuracy (with 95% CI and unparseable count)."""
+``True``/``False``; metrics: ``accuracy`` with its 95% CI, ``n`` and the unparseable count, each a plain
+number (:mod:`eval_tasks.metrics`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from eval_tasks import data, metrics, scoring
 
-from eval_tasks import data, scoring
-from eval_tasks.data import doc_to_messages, doc_to_text, doc_to_visual
+__all__ = ["TASK", "process_docs", "process_results"]
 
-__all__ = ["accuracy", "doc_to_messages", "doc_to_text", "doc_to_visual", "process_docs", "process_results"]
+TASK = metrics.ChoiceTask(scoring.TRUE_FALSE_OPTIONS, metrics.PlainMetrics(metrics.Summary("accuracy")))
 
-BENCHMARK = "nlvr2"
-OPTIONS = scoring.TRUE_FALSE_OPTIONS
-
-process_docs = data.process_docs_for(BENCHMARK)
-
-
-def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict]:
-    result = scoring.choice_result(results[0], doc["answer"], OPTIONS, question_id=doc["question_id"])
-    return {"accuracy": result}
-
-
-accuracy = scoring.accuracy_aggregation
+process_docs = data.process_docs_for("nlvr2")
+process_results = TASK.process_results
+__getattr__ = TASK.metrics.module_getattr()  # accuracy, accuracy_ci_low, ...: the aggregations the YAML names
