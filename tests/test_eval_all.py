@@ -65,6 +65,6 @@ def test_tag_cadvi_runs_all_seven_benchmarks_in_one_call(shared_server, tiny_lla
     for task in (*ALL_TASKS[:5], *ALL_TASKS[6:]):  # CaD-QA's metrics are its own (eval_tasks/cadqa/)
         assert plain_number_problems(results[task], allow_empty=True) == [], task
     assert summary_of(results["eqben"], "group_accuracy")["n"] == 1
-    assert results["cadqa"]["judge_rating,none"]["n"] == 2
+    assert results["cadqa"]["judge_valid,none"] + results["cadqa"]["judge_invalid,none"] == 2
     assert results["cadqa"]["judge_invalid,none"] == 2, "gibberish judgements are invalid, not 0"
     shutil.rmtree(tmp_path / "videos")

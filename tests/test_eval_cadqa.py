@@ -145,20 +145,20 @@ def test_process_results_and_aggregations_hand_computed(monkeypatch, tmp_path):
     assert len(backend.batches) == 2, "judged once: every later aggregation reads the records"
 
 
-def test_task_yaml_follows_the_closed_tasks():
-    import yaml
+def test_task_yaml_follows_the_closed_tasks(monkeypatch):
+    from lmms_eval.utils import load_yaml_config
 
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
-    ours = yaml.load((TASKS_DIR / "cadqa" / "cadqa.yaml").read_text(), Loader=Loader)
+    monkeypatch.chdir(TASKS_DIR / "cadqa")  # lmms-eval resolves include: against the working directory first
+    ours = load_yaml_config(str(TASKS_DIR / "cadqa" / "cadqa.yaml"), mode="simple")
     assert ours["task"] == "cadqa" and ours["output_type"] == "generate_until"
     assert ours["generation_kwargs"]["temperature"] == 0 and ours["generation_kwargs"]["do_sample"] is False
+    assert ours["generation_kwargs"]["max_new_tokens"] == 256
     assert [m["metric"] for m in ours["metric_list"]] == list(utils.METRICS)
-    closed = yaml.load((TASKS_DIR / "bison" / "bison.yaml").read_text(), Loader=Loader)
-    for key in ("tag", "dataset_path", "dataset_kwargs", "test_split", "doc_to_visual", "doc_to_text"):
+    closed = load_yaml_config(str(TASKS_DIR / "bison" / "bison.yaml"), mode="simple")
+    for key in ("tag", "dataset_path", "test_split", "output_type", "generation_kwargs"):
         assert ours[key] == closed[key], key
+    placeholder = [Path(c["dataset_kwargs"]["data_files"]["test"]).resolve() for c in (ours, closed)]
+    assert placeholder[0] == placeholder[1] == (TASKS_DIR / "_placeholder.yaml").resolve()
 
 
 def test_lmms_eval_indexes_and_builds_the_task(subset, monkeypatch, tmp_path):

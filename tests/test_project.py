@@ -44,7 +44,9 @@ def test_imports_flow_one_way():
 
 def test_the_import_rule_sees_lazy_and_dotted_imports(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    import lmms_eval.llm_judge\n    from lmms_eval import tasks\n    from . import x\n")
+    module.write_text(
+        "def f():\n    import lmms_eval.llm_judge\n    from lmms_eval import tasks\n    from . import x\n"
+    )
     assert imported_packages(module) == {"lmms_eval"}
 
 

@@ -42,8 +42,6 @@ from typing import Any
 
 import cadqa
 from builders.judge import RatingSummary
-from builders.release.origin import HUB_REPO, HUB_REVISION
-from builders.release.sources import file_sha256
 from eval_tasks import data
 from eval_tasks.cadqa.judging import answer_record, judge_records
 from eval_tasks.data import doc_to_messages, doc_to_text, doc_to_visual
@@ -72,27 +70,8 @@ HUB_FILE = "json_files/CaD_QA_eval.jsonl"
 
 
 def question_file() -> Path:
-    """The official question file: ``$CADVI_EVAL_DATA_DIR/CaD_QA_eval.jsonl``, else the verified Hub download."""
-    spec = data.benchmark(BENCHMARK)
-    if os.environ.get(data.ANNOTATION_DIR_ENV):
-        return data.annotation_file(BENCHMARK)
-    from huggingface_hub import hf_hub_download
-
-    try:
-        path = Path(hf_hub_download(HUB_REPO, HUB_FILE, repo_type="dataset", revision=HUB_REVISION))
-    except Exception as error:  # offline without a cached copy, no network, a moved file
-        raise data.BenchmarkDataError(
-            f"{BENCHMARK}: could not get {HUB_FILE} of the Hub dataset {HUB_REPO} at {HUB_REVISION} "
-            f"({type(error).__name__}: {error}); set {data.ANNOTATION_DIR_ENV} to a folder holding {spec.file}"
-        ) from error
-    actual = file_sha256(path)
-    if actual != spec.sha256:
-        raise data.BenchmarkDataError(
-            f"{BENCHMARK}: sha256 mismatch for {path}: expected {spec.sha256} ({HUB_REPO}@{HUB_REVISION}), "
-            f"got {actual}; delete it from the Hugging Face cache to download it again, "
-            f"or set {data.ANNOTATION_DIR_ENV}"
-        )
-    return path
+    """The official question file: ``$CADVI_EVAL_DATA_DIR/CaD_QA_eval.jsonl``, else the pinned, verified Hub file."""
+    return data.annotation_file(BENCHMARK)
 
 
 def load_docs(
