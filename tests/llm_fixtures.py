@@ -1,29 +1,36 @@
-"""LLM test helpers: a tiny chat model built once per session, a real ``transformers serve`` process and a
-scripted fake endpoint for the retry policy.
+"""LLM test helpers: a tiny chat model and a tiny LLaVA built once per session, a real ``transformers serve``
+process, a scripted fake endpoint for the retry policy and a stand-in ``vllm`` module.
 
 They are registered for every test module by ``tests/conftest.py`` (``pytest_plugins``).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from builders.llm.tiny import build_tiny_chat_model
+from builders.llm import Request, Result
+from builders.llm.tiny import build_tiny_chat_model, build_tiny_llava
 
 CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
 
@@ -63,6 +70,40 @@ def parrot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Mistral chat model whose template rejects the system role (built in ~2 s)."""
     return build_tiny_chat_model(tmp_path_factory.mktemp("llm") / "tiny-chat")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA (CLIP 32 px, patch 8: 16 tokens per image) with a vicuna_v1 template (~3 s)."""
+    return build_tiny_llava(tmp_path_factory.mktemp("llm") / "tiny-llava")
+
+
+def by_key(results, expect: list[Request] | None = None) -> dict[str, Result]:
+    """Results by key; with ``expect``, every one of those requests got exactly one result (so an empty list,
+    which makes every ``all(...)`` over it true, fails here)."""
+    results = list(results)
+    keys = Counter(r.key for r in results)
+    assert all(n == 1 for n in keys.values()), f"duplicate results: {keys}"
+    if expect is not None:
+        assert set(keys) == {r.key for r in expect}, f"results for {sorted(keys)}, requests {[r.key for r in expect]}"
+    return {r.key: r for r in results}
+
+
+def noise_image(seed: int, size: tuple[int, int] = (48, 40)) -> Any:
+    """A random RGB PIL image: every pixel differs, so a resize, a lossy save or a swap shows."""
+    from PIL import Image
+
+    return Image.frombytes("RGB", size, random.Random(seed).randbytes(size[0] * size[1] * 3))
+
+
+def encoded(image: Any, image_format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def as_data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def free_port() -> int:
@@ -170,6 +211,13 @@ def shared_server(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactor
         yield server
 
 
+@pytest.fixture(scope="module")
+def llava_server(tiny_llava_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersServe]:
+    """``transformers serve`` on the tiny LLaVA (it takes ``image_url`` parts with data URIs)."""
+    with running_server(tiny_llava_model, tmp_path_factory.mktemp("serve-llava")) as server:
+        yield server
+
+
 @pytest.fixture
 def own_server(tiny_chat_model: Path, tmp_path: Path) -> Iterator[TransformersServe]:
     """A server of this test's own, which it may kill and restart."""
@@ -179,11 +227,14 @@ def own_server(tiny_chat_model: Path, tmp_path: Path) -> Iterator[TransformersSe
 
 class FakeChatServer:
     """A scripted OpenAI-style endpoint on 127.0.0.1: answers with the queued (status, headers) in turn,
-    then 200 with a canned completion, and records every request's headers and JSON body."""
+    then 200 with a canned completion, and records every request's headers and JSON body.
+
+    ``echo_errors``: error answers quote the request body back, as FastAPI's 422 does in its ``input``."""
 
     def __init__(self) -> None:
         self.script: list[tuple[int, dict[str, str]]] = []
         self.received: list[tuple[dict[str, str], dict]] = []
+        self.echo_errors = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -191,7 +242,8 @@ class FakeChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 status, headers = server.script.pop(0) if server.script else (200, {})
-                payload = json.dumps(server.completion(body) if status == 200 else {"error": {"message": "no"}})
+                error = {"message": "no", **({"input": body} if server.echo_errors else {})}
+                payload = json.dumps(server.completion(body) if status == 200 else {"error": error})
                 self.send_response(status)
                 for name, value in {**headers, "Content-Type": "application/json"}.items():
                     self.send_header(name, value)
@@ -232,3 +284,45 @@ def fake_chat_server() -> Iterator[FakeChatServer]:
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+@pytest.fixture
+def stand_in_vllm(monkeypatch: pytest.MonkeyPatch, tiny_chat_model: Path) -> dict[str, list]:
+    """A stand-in ``vllm`` module (vLLM is not installed here): records what reaches ``LLM()``, ``SamplingParams``
+    and ``LLM.chat``; a conversation whose text says "boom" fails like a prompt that is too long."""
+    from transformers import AutoTokenizer
+
+    from builders.llm.content import text_of
+
+    calls: dict[str, list] = {"init": [], "chat": []}
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            calls["init"].append(kwargs)
+
+        def get_tokenizer(self):
+            return AutoTokenizer.from_pretrained(tiny_chat_model)
+
+        def chat(self, conversations, sampling_params, use_tqdm):
+            calls["chat"].append((conversations, sampling_params, use_tqdm))
+            if any("boom" in text_of(m["content"]) for c in conversations for m in c):
+                raise ValueError("prompt too long")
+            return [
+                types.SimpleNamespace(
+                    prompt_token_ids=[1] * len(c[0]["content"]),
+                    outputs=[types.SimpleNamespace(text="out", token_ids=[5, 6], finish_reason="length")],
+                )
+                for c in conversations
+            ]
+
+    class Params(dict):
+        def __init__(self, **kwargs):
+            super().__init__(kwargs)
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams, vllm.__version__ = FakeLLM, Params, "0.99"
+    params_module = types.ModuleType("vllm.sampling_params")
+    params_module.StructuredOutputsParams = Params
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", params_module)
+    return calls

@@ -6,8 +6,6 @@ import json
 import logging
 import sys
 import threading
-import types
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +14,7 @@ import pytest
 from builders.llm import Request, Result, Sampling, fold_system_prompt, make_backend
 from builders.llm.base import Backend, chat_template_accepts_system, cut_at_stop
 from builders.llm.tiny import build_tiny_chat_model
+from tests.llm_fixtures import by_key
 
 if TYPE_CHECKING:
     from tests.llm_fixtures import TransformersServe
@@ -43,13 +42,6 @@ def chat(text: str, system: str | None = SYSTEM) -> tuple[dict, ...]:
 def requests_for(prompts=PROMPTS, sampling: Sampling | None = None, prefix: str = "k") -> list[Request]:
     sampling = sampling or Sampling(max_tokens=6)
     return [Request(f"{prefix}{i}", chat(p), sampling) for i, p in enumerate(prompts)]
-
-
-def by_key(results) -> dict[str, Result]:
-    results = list(results)
-    keys = Counter(r.key for r in results)
-    assert all(n == 1 for n in keys.values()), f"duplicate results: {keys}"
-    return {r.key: r for r in results}
 
 
 # ----- the interface -----
@@ -116,7 +108,7 @@ def test_transformers_batch(local):
     assert isinstance(local, Backend)
     assert local.fold_system  # detected from the template
     requests = requests_for(sampling=Sampling(max_tokens=6))
-    first = by_key(local.generate(iter(requests)))  # a lazy iterable is fine
+    first = by_key(local.generate(iter(requests)), requests)  # a lazy iterable is fine
     assert set(first) == {r.key for r in requests}
     assert by_key(local.generate(requests)) == first  # greedy: deterministic
     for result in first.values():
@@ -132,7 +124,7 @@ def test_transformers_batch(local):
 
 def test_transformers_batched_equals_one_at_a_time(local):
     requests = requests_for(sampling=Sampling(max_tokens=8))
-    batched = by_key(local.generate(requests))
+    batched = by_key(local.generate(requests), requests)
     for request in requests:
         (single,) = local.generate([request])
         assert single == batched[request.key]
@@ -156,17 +148,18 @@ def test_transformers_stop_strings_and_sampling(local):
     assert stopped.completion_tokens < 12
 
     sampled = Sampling(max_tokens=8, temperature=1.0, seed=7)
-    once = by_key(local.generate(requests_for(sampling=sampled)))
+    once = by_key(local.generate(requests_for(sampling=sampled)), requests_for(sampling=sampled))
     assert once == by_key(local.generate(requests_for(sampling=sampled)))  # same batches, same seed
-    greedy = by_key(local.generate(requests_for(sampling=Sampling(max_tokens=8))))
+    greedy = by_key(local.generate(requests_for(sampling=Sampling(max_tokens=8))), requests_for())
     assert any(once[key].text != greedy[key].text for key in once)
 
 
 def test_transformers_bad_request_fails_alone(local, caplog):
     bad = Request("bad", ({"role": "user", "content": "a"}, {"role": "user", "content": "b"}), Sampling(max_tokens=4))
     schema = Request("schema", chat("a dog"), Sampling(max_tokens=4, json_schema={"type": "object"}))
+    requests = [bad, *requests_for(), schema]
     with caplog.at_level(logging.WARNING):
-        results = by_key(local.generate([bad, *requests_for(), schema]))
+        results = by_key(local.generate(requests), requests)
     assert len(results) == len(PROMPTS) + 2
     assert results["bad"].error and "alternate" in results["bad"].error and results["bad"].text == ""
     assert all(r.ok for key, r in results.items() if key != "bad")
@@ -185,7 +178,8 @@ def test_transformers_stops_at_eos_and_counts_it(local, monkeypatch):
     eos = generated[3]
     stop_at = generated.index(eos)
     monkeypatch.setattr(local, "eos_ids", frozenset({eos}))
-    results = by_key(local.generate([request, *requests_for(sampling=Sampling(max_tokens=10))]))
+    requests = [request, *requests_for(sampling=Sampling(max_tokens=10))]
+    results = by_key(local.generate(requests), requests)
     assert results["eos"].finish_reason == "stop"
     assert results["eos"].completion_tokens == stop_at + 1  # EOS counted, padding after it not
     assert results["eos"].text == local.tokenizer.decode(generated[:stop_at], skip_special_tokens=True)
@@ -224,7 +218,7 @@ def test_openai_backend_against_transformers_serve(shared_server, local, monkeyp
     with openai_backend(
         shared_server, api_key_env="CADVI_TEST_LLM_KEY", max_concurrency=2, http_client=http_client
     ) as llm:
-        results = by_key(llm.generate(requests))
+        results = by_key(llm.generate(requests), requests)
         described = llm.describe()
         text = repr(llm)
     assert set(results) == {r.key for r in requests}
@@ -253,8 +247,9 @@ def test_openai_backend_against_transformers_serve(shared_server, local, monkeyp
 
 def test_openai_backend_does_not_retry_client_errors(shared_server, caplog):
     # The server is pinned to its model: another model name is a 400, which no retry can fix.
+    requests = requests_for(prompts=PROMPTS[:2])
     with make_backend("openai", "other/model", base_url=shared_server.base_url, backoff_base=5.0) as llm:
-        results = by_key(llm.generate(requests_for(prompts=PROMPTS[:2])))
+        results = by_key(llm.generate(requests), requests)
     assert all(r.error and "BadRequestError 400" in r.error and "after 1 attempt" in r.error for r in results.values())
 
 
@@ -279,7 +274,7 @@ def test_openai_backend_survives_a_server_restart(own_server, caplog):
         own_server.kill()  # SIGKILL with requests in flight and queued
         own_server.start()  # same port
         results += list(stream)
-    results = by_key(results)
+    results = by_key(results, requests)
     assert set(results) == {r.key for r in requests}
     assert all(r.ok and r.completion_tokens == 4 for r in results.values()), [r.error for r in results.values()]
     assert "retrying in" in caplog.text
@@ -291,7 +286,7 @@ def test_openai_backend_reports_errors_when_the_server_stays_down(own_server, ca
         stream = llm.generate(requests)
         first = next(stream)
         own_server.kill()
-        results = by_key([first, *stream])
+        results = by_key([first, *stream], requests)
     assert set(results) == {r.key for r in requests}
     assert first.ok
     failed = [r for r in results.values() if not r.ok]
@@ -309,8 +304,9 @@ def test_vllm_backend_runs_where_vllm_is_installed(tiny_chat_model: Path):
         backend = make_backend("vllm", str(tiny_chat_model), max_model_len=256, enforce_eager=True)
     except Exception as error:  # importable but no usable device (plain vLLM on a CPU machine)
         pytest.skip(f"vLLM cannot start an engine here: {error}")
+    requests = requests_for(sampling=Sampling(max_tokens=5))
     with backend:
-        results = by_key(backend.generate(requests_for(sampling=Sampling(max_tokens=5))))
+        results = by_key(backend.generate(requests), requests)
     assert len(results) == len(PROMPTS)
     assert all(r.ok and 0 < r.completion_tokens <= 5 for r in results.values())
 
@@ -323,42 +319,9 @@ def test_vllm_module_imports_without_vllm_and_explains(monkeypatch):
         vllm_backend.VLLMBackend("some/model")
 
 
-def test_vllm_backend_maps_requests_onto_the_vllm_api(monkeypatch, tiny_chat_model: Path):
+def test_vllm_backend_maps_requests_onto_the_vllm_api(stand_in_vllm):
     """Against a stand-in ``vllm`` module: what reaches LLM(), SamplingParams and LLM.chat, and back."""
-    from transformers import AutoTokenizer
-
-    calls: dict[str, list] = {"init": [], "chat": []}
-
-    class FakeLLM:
-        def __init__(self, **kwargs):
-            calls["init"].append(kwargs)
-
-        def get_tokenizer(self):
-            return AutoTokenizer.from_pretrained(tiny_chat_model)
-
-        def chat(self, conversations, sampling_params, use_tqdm):
-            calls["chat"].append((conversations, sampling_params, use_tqdm))
-            if any("boom" in m["content"] for c in conversations for m in c):
-                raise ValueError("prompt too long")
-            return [
-                types.SimpleNamespace(
-                    prompt_token_ids=[1] * len(c[0]["content"]),
-                    outputs=[types.SimpleNamespace(text="out", token_ids=[5, 6], finish_reason="length")],
-                )
-                for c in conversations
-            ]
-
-    class Params(dict):
-        def __init__(self, **kwargs):
-            super().__init__(kwargs)
-
-    vllm = types.ModuleType("vllm")
-    vllm.LLM, vllm.SamplingParams, vllm.__version__ = FakeLLM, Params, "0.99"
-    params_module = types.ModuleType("vllm.sampling_params")
-    params_module.StructuredOutputsParams = Params
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    monkeypatch.setitem(sys.modules, "vllm.sampling_params", params_module)
-
+    calls = stand_in_vllm
     backend = make_backend("vllm", "org/mixtral", tensor_parallel_size=2, max_model_len=4096, chunk_size=3)
     assert calls["init"] == [
         {
@@ -376,7 +339,7 @@ def test_vllm_backend_maps_requests_onto_the_vllm_api(monkeypatch, tiny_chat_mod
         Request("boom", chat("boom"), Sampling(max_tokens=2)),
         Request("json", chat("a dog"), Sampling(max_tokens=2, json_schema=schema)),
     ]
-    results = by_key(backend.generate(requests))
+    results = by_key(backend.generate(requests), requests)
     assert set(results) == {r.key for r in requests}
     assert results["boom"].error == "ValueError: prompt too long"
     assert all(r.ok and r.text == "out" and r.finish_reason == "length" for k, r in results.items() if k != "boom")
@@ -423,10 +386,9 @@ def test_openai_retry_policy_and_request_body(fake_chat_server, monkeypatch):
     fake_chat_server.received.clear()
     fake_chat_server.script = [(503, {})] * 3 + [(401, {})]
     monkeypatch.delenv("CADVI_TEST_LLM_KEY")
+    requests = [Request("a", chat("x", None), Sampling(4)), Request("b", chat("y", None), Sampling(4))]
     with make_backend("openai", "m", api_key_env="CADVI_TEST_LLM_KEY", max_attempts=3, **options) as llm:
-        results = by_key(
-            llm.generate([Request("a", chat("x", None), Sampling(4)), Request("b", chat("y", None), Sampling(4))])
-        )
+        results = by_key(llm.generate(requests), requests)
     assert results["a"].error.startswith("InternalServerError 503") and "after 3 attempts" in results["a"].error
     assert results["b"].error.startswith("AuthenticationError 401") and "after 1 attempt" in results["b"].error
     assert fake_chat_server.received[0][0]["authorization"] == "Bearer EMPTY"  # placeholder for local servers

@@ -13,6 +13,7 @@ from builders.llm.base import (
     chat_template_accepts_system,
     fold_system_prompt,
     make_backend,
+    messages_identity,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "chat_template_accepts_system",
     "fold_system_prompt",
     "make_backend",
+    "messages_identity",
 ]

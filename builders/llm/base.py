@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from builders.llm.content import check_content, content_identity, has_images, text_of
+
 BACKENDS: dict[str, str] = {
     "transformers": "builders.llm.transformers_backend:TransformersBackend",
     "openai": "builders.llm.openai_backend:OpenAIBackend",
@@ -59,7 +61,9 @@ class Request:
     """One chat completion to run. ``key`` is the caller's id (a content hash); its result carries it back."""
 
     key: str
-    messages: tuple[dict, ...]  # OpenAI-style: {"role": "system" | "user" | "assistant", "content": str}
+    # OpenAI-style: {"role": "system" | "user" | "assistant", "content": str | [text and image parts]}
+    # (the parts are described in builders.llm.content).
+    messages: tuple[dict, ...]
     sampling: Sampling
 
     def __post_init__(self) -> None:
@@ -67,6 +71,27 @@ class Request:
             object.__setattr__(self, "messages", tuple(self.messages))
         if not self.messages:
             raise ValueError(f"request {self.key!r} has no messages")
+        for index, message in enumerate(self.messages):  # a malformed part fails here, not deep in a backend
+            if not isinstance(message, dict):
+                raise ValueError(f"request {self.key!r}: message {index} is not a dict")
+            check_content(message.get("content"), f"request {self.key!r}, message {index}")
+
+    @property
+    def has_images(self) -> bool:
+        return has_images(self.messages)
+
+
+def messages_identity(messages: Sequence[dict]) -> list[dict]:
+    """The JSON-serialisable identity of chat messages, for ``request_key(...)``: the messages as they are, but
+    each image part replaced by ``{"type": "image", "sha256": <hex>}`` (plus its ``detail``, when one is set).
+
+    Text-only messages come back equal to ``[dict(m) for m in messages]``, so their keys do not change. The hash
+    rule (:func:`builders.llm.content.image_sha256`): PIL images and lossless files (PNG, ...) by their decoded
+    pixels, so a PIL image and a PNG data URI or file of it give one key; JPEG and other lossy files by their
+    bytes (``sha256sum``), the same for the file and a data URI of it. Image bytes never enter the key.
+    Raises ``ValueError``/``OSError`` for an image that cannot be read.
+    """
+    return [{**message, "content": content_identity(message.get("content"))} for message in messages]
 
 
 # Why a request failed, which decides what a generation stage does with it:
@@ -210,9 +235,13 @@ def fold_system_prompt(messages: Sequence[dict]) -> tuple[dict, ...]:
 
     Mixtral-8x7B-Instruct's original chat template has no system role and raises on one; this is the
     folding its newer template does itself. Input dicts are never mutated. Without a user turn the
-    system text becomes the user turn.
+    system text becomes the user turn. A user turn made of content parts gets the system text as a first
+    text part, its images kept in place; images in a system message raise ``ValueError`` (no template
+    that needs folding could show them).
     """
-    system = [_text_of(m["content"]) for m in messages if m.get("role") == "system"]
+    if any(has_images([m]) for m in messages if m.get("role") == "system"):
+        raise ValueError("a system message holds an image: it cannot be folded into the user turn")
+    system = [text_of(m["content"]) for m in messages if m.get("role") == "system"]
     rest = [dict(m) for m in messages if m.get("role") != "system"]
     if not system:
         return tuple(rest)
@@ -228,12 +257,16 @@ def fold_system_prompt(messages: Sequence[dict]) -> tuple[dict, ...]:
     return ({"role": "user", "content": system_text}, *rest)
 
 
-def chat_template_accepts_system(tokenizer: Any) -> bool:
-    """Whether ``tokenizer``'s chat template renders a system message (rather than raising on or dropping it)."""
+def chat_template_accepts_system(tokenizer: Any, *, as_parts: bool = False) -> bool:
+    """Whether ``tokenizer``'s chat template renders a system message (rather than raising on or dropping it).
+
+    ``as_parts``: probe with content parts, as multimodal templates (a processor's) expect them.
+    """
     probe = "cadvi-system-probe"
+    system, user = ([{"type": "text", "text": probe}], [{"type": "text", "text": "hi"}]) if as_parts else (probe, "hi")
     try:
         rendered = tokenizer.apply_chat_template(
-            [{"role": "system", "content": probe}, {"role": "user", "content": "hi"}],
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
             add_generation_prompt=True,
             tokenize=False,
         )
@@ -282,12 +315,6 @@ class WarnOnce:
         if topic not in self._seen:
             self._seen.add(topic)
             self._logger.warning(message, *args)
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")

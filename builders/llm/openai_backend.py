@@ -21,6 +21,11 @@ Server differences handled here (checked against ``transformers serve`` of trans
   (``transformers serve``: a bare 500, which looks transient). With ``fold_system=None`` (the
   default) the first request with a system message is preceded by a one-token probe; if the server
   fails it but accepts the folded version, every later request is folded (one warning).
+
+Images: PIL images and local files are sent as base64 data URIs in ``image_url`` parts (data URIs as
+given), encoded once per request off the event loop; ``max_image_side`` shrinks larger ones first.
+Neither logs nor ``Result.error`` ever hold image bytes: a server that echoes the request in an error
+has its data URIs cut out (``builders.llm.openai_errors``). ``transformers serve`` takes data URIs.
 """
 
 from __future__ import annotations
@@ -32,10 +37,9 @@ import logging
 import os
 import queue
 import random
-import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from builders.llm.base import (
@@ -51,14 +55,19 @@ from builders.llm.base import (
     fold_system_prompt,
     says_too_long,
 )
+from builders.llm.content import openai_messages, redact_data_uris
+from builders.llm.openai_errors import (
+    error_summary,
+    error_text,
+    is_answer,
+    is_transport_error,
+    rejects_field,
+    retry_after,
+)
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUS = frozenset({408, 409, 429})  # plus every 5xx
 PLACEHOLDER_API_KEY = "EMPTY"  # local servers ignore the key, but the client insists on one
-# How servers say a request field is unknown (transformers serve: "Unexpected fields in the request";
-# pydantic-based servers: "Extra inputs are not permitted"; OpenAI: "Unrecognized request argument").
-_UNKNOWN_FIELD = re.compile(r"unexpected field|unrecognized|unknown (field|param|arg)|extra|not permitted", re.I)
 HEALTH_CHECK_ATTEMPTS = 3
 _END = object()
 
@@ -82,6 +91,7 @@ class OpenAIBackend(Closing):
         fold_system: bool | None = None,
         structured_outputs: bool = True,
         extra_body: dict[str, Any] | None = None,
+        max_image_side: int | None = None,
         http_client: Any = None,
     ) -> None:
         """Settings:
@@ -95,12 +105,16 @@ class OpenAIBackend(Closing):
         * ``fold_system``: fold system messages into the first user turn; ``None`` probes the server.
         * ``structured_outputs``: send ``Sampling.json_schema`` the vLLM way; ``False`` never sends it.
         * ``extra_body``: merged into every request (e.g. ``{"top_k": 50}`` for vLLM).
+        * ``max_image_side``: resize images whose longest side is longer to this many pixels before
+          sending (aspect kept; ``None``, the default, sends them as they are).
         * ``http_client``: an ``openai.DefaultAsyncHttpxClient(...)`` for proxies or instrumentation.
         """
         import openai
 
         if max_concurrency < 1 or max_attempts < 1:
             raise ValueError("max_concurrency and max_attempts must be >= 1")
+        if max_image_side is not None and max_image_side < 1:
+            raise ValueError(f"max_image_side must be >= 1, got {max_image_side}")
         self.model = str(model)
         self.base_url = base_url
         self.api_key_env = api_key_env
@@ -112,6 +126,7 @@ class OpenAIBackend(Closing):
         self.fold_system = fold_system
         self.structured_outputs = structured_outputs
         self.extra_body = dict(extra_body or {})
+        self.max_image_side = max_image_side
         self._warn = WarnOnce(logger)
         self._random = random.Random()
         self._loop = asyncio.new_event_loop()
@@ -142,6 +157,7 @@ class OpenAIBackend(Closing):
             "fold_system": self.fold_system,
             "structured_outputs": self.structured_outputs,
             "extra_body": self.extra_body,
+            "max_image_side": self.max_image_side,
         }
 
     def __repr__(self) -> str:
@@ -178,7 +194,7 @@ class OpenAIBackend(Closing):
                 if answered.status_code in (401, 403):
                     raise BackendUnavailableError(
                         f"the model server at {self.base_url} refused the API key from ${self.api_key_env} "
-                        f"({_summary(answered)})"
+                        f"({error_summary(answered)})"
                     ) from None
                 return
             except Exception as failed:  # refused, timed out, dropped
@@ -186,7 +202,7 @@ class OpenAIBackend(Closing):
                 if attempt + 1 < HEALTH_CHECK_ATTEMPTS:
                     time.sleep(1.0)
         raise BackendUnavailableError(
-            f"no model server answers at {self.base_url} ({_summary(error) if error else 'no answer'})"
+            f"no model server answers at {self.base_url} ({error_summary(error) if error else 'no answer'})"
         )
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
@@ -230,17 +246,24 @@ class OpenAIBackend(Closing):
         import openai
 
         has_system = any(message.get("role") == "system" for message in request.messages)
+        messages: list[dict] | tuple[dict, ...] = request.messages
+        if request.has_images:
+            try:  # once per request, in a worker thread: encoding images would stall every request in flight
+                messages = await asyncio.to_thread(openai_messages, request.messages, self.max_image_side)
+            except (OSError, ValueError) as error:
+                logger.warning("request %s: image: %s", request.key, error)
+                return Result.failure(request.key, f"image: {error}", REQUEST)
         attempt = 0
         while True:
             if has_system and self.fold_system is None:
                 await self._probe_system_role()
-            kwargs = self._create_kwargs(request)  # rebuilt: folding or structured outputs may have changed
+            kwargs = self._create_kwargs(request, messages)  # rebuilt: folding or structured outputs may have changed
             attempt += 1
             try:
                 response = await self._client.chat.completions.create(**kwargs)
                 return self._to_result(request, response)
             except (openai.BadRequestError, openai.UnprocessableEntityError) as error:
-                if "structured_outputs" in kwargs.get("extra_body", {}) and _rejects_field(error, "structured_outputs"):
+                if "structured_outputs" in kwargs.get("extra_body", {}) and rejects_field(error, "structured_outputs"):
                     self.structured_outputs = False
                     self._warn(
                         "json_schema", "server at %s rejects structured_outputs: json_schema ignored", self.base_url
@@ -255,7 +278,7 @@ class OpenAIBackend(Closing):
                 logger.info(
                     "request %s: %s (attempt %d/%d); retrying in %.2fs",
                     request.key,
-                    _summary(error),
+                    error_summary(error),
                     attempt,
                     self.max_attempts,
                     delay,
@@ -276,16 +299,16 @@ class OpenAIBackend(Closing):
             plain = await self._probe(messages)
             if plain is None:
                 self.fold_system = False
-            elif _is_answer(plain):
+            elif is_answer(plain):
                 folded = await self._probe(fold_system_prompt(messages))
                 if folded is None:
                     self.fold_system = True
                     logger.warning(
                         "server at %s fails a system message (%s) but takes it folded: folding system prompts",
                         self.base_url,
-                        _summary(plain),
+                        error_summary(plain),
                     )
-                elif _is_answer(folded):  # fails either way: not a template problem, leave the messages alone
+                elif is_answer(folded):  # fails either way: not a template problem, leave the messages alone
                     self.fold_system = False
 
     async def _probe(self, messages: tuple[dict, ...]) -> Exception | None:
@@ -310,9 +333,9 @@ class OpenAIBackend(Closing):
                 return failed
         return error
 
-    def _create_kwargs(self, request: Request) -> dict[str, Any]:
+    def _create_kwargs(self, request: Request, messages: Sequence[dict]) -> dict[str, Any]:
         sampling = request.sampling
-        messages = fold_system_prompt(request.messages) if self.fold_system else request.messages
+        messages = fold_system_prompt(messages) if self.fold_system else messages
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [dict(message) for message in messages],
@@ -351,70 +374,17 @@ class OpenAIBackend(Closing):
     def _backoff(self, attempt: int, error: Exception) -> float:
         delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
         delay = self._random.uniform(delay / 2, delay)
-        retry_after = _retry_after(error)
-        return max(delay, min(retry_after, self.backoff_max)) if retry_after is not None else delay
+        wait = retry_after(error)
+        return max(delay, min(wait, self.backoff_max)) if wait is not None else delay
 
     def _give_up(self, request: Request, error: Exception, attempt: int) -> Result:
         """The failure of a request: transport (the server), too long (its prompt), or request (anything else)."""
-        message = f"{_summary(error)} after {attempt} attempt{'s' if attempt > 1 else ''}"
+        message = f"{error_summary(error)} after {attempt} attempt{'s' if attempt > 1 else ''}"
         logger.warning("request %s failed: %s", request.key, message)
         if is_transport_error(error):
             return Result.failure(request.key, message, TRANSPORT)
-        kind = TOO_LONG if says_too_long(_error_text(error)) else REQUEST
+        kind = TOO_LONG if says_too_long(error_text(error)) else REQUEST
         return Result.failure(request.key, message, kind)
-
-
-def is_transport_error(error: BaseException) -> bool:
-    """Whether an ``openai`` client error means the server failed (refused, dropped, timed out, 408/409/429,
-    5xx), not that it refused the request: the one rule for retrying, and for "not a rejected output"."""
-    import openai
-
-    if isinstance(error, openai.APIConnectionError):  # refused, dropped, timed out (APITimeoutError)
-        return True
-    if isinstance(error, openai.APIStatusError):
-        return error.status_code in RETRY_STATUS or error.status_code >= 500
-    # Plain HTTP clients (lmms-eval's requests fallback): a connection that failed or timed out.
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    if isinstance(status, int):
-        return status in RETRY_STATUS or status >= 500
-    return isinstance(error, ConnectionError | TimeoutError) or type(error).__name__ in ("ConnectionError", "Timeout")
-
-
-def _is_answer(error: Exception) -> bool:
-    """Whether the server answered the request itself (a 4xx/5xx about it), not that it is busy or away."""
-    import openai
-
-    return isinstance(error, openai.APIStatusError) and error.status_code not in RETRY_STATUS
-
-
-def _retry_after(error: Exception) -> float | None:
-    response = getattr(error, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:  # an HTTP date: rare enough to fall back to our own backoff
-        return None
-
-
-def _rejects_field(error: Exception, field: str) -> bool:
-    """A 400/422 saying ``field`` is not part of the API, as opposed to a bad value in it (an invalid schema)."""
-    text = _error_text(error)
-    return field in text and _UNKNOWN_FIELD.search(text) is not None
-
-
-def _error_text(error: Exception) -> str:
-    """The message with the server's answer: openai 3 leaves the response body out of ``str(error)``."""
-    text = str(error)
-    body = getattr(error, "body", None)
-    if body is not None and str(body) not in text:
-        text = f"{text} - {body}"
-    return text
-
-
-def _summary(error: Exception) -> str:
-    status = getattr(error, "status_code", None)
-    lines = _error_text(error).splitlines()
-    return f"{type(error).__name__}{f' {status}' if status else ''}: {lines[0][:300] if lines else ''}"
 
 
 def _outcome(future: concurrent.futures.Future, request: Request) -> Result:
@@ -423,6 +393,7 @@ def _outcome(future: concurrent.futures.Future, request: Request) -> Result:
         return Result.failure(request.key, "cancelled", TRANSPORT)
     error = future.exception()
     if error is not None:  # not the request's fault: it stays to do, and a rerun tries it again
-        logger.warning("request %s crashed: %r", request.key, error)
-        return Result.failure(request.key, f"{type(error).__name__}: {error}", TRANSPORT)
+        message = redact_data_uris(f"{type(error).__name__}: {error}")
+        logger.warning("request %s crashed: %s", request.key, message)
+        return Result.failure(request.key, message, TRANSPORT)
     return future.result()

@@ -1,9 +1,13 @@
-"""A tiny, random, Mixtral-shaped chat model built on the fly: for the demo, ``transformers serve`` and tests.
+"""Tiny, random models built on the fly: for the demo, ``transformers serve`` and tests.
+
+* :func:`build_tiny_chat_model`: Mixtral-shaped (Mistral) text chat model.
+* :func:`build_tiny_llava`: LLaVA-1.5-shaped image-text model (CLIP vision tower, Llama text model).
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained on a few sentences and the weights
-are random, so the text it writes is gibberish, but every code path of a real chat model runs:
+are random, so the text they write is gibberish, but every code path of a real model runs:
 a chat template with BOS, a template that rejects the ``system`` role like Mixtral's original one
-(so system-prompt folding is exercised), EOS and pad ids, ``save_pretrained`` files any loader reads.
+(so system-prompt folding is exercised), EOS and pad ids, ``save_pretrained`` files any loader reads;
+for the LLaVA, image tokens expanded by its processor (16 per image) and a ``vicuna_v1`` template.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -42,9 +46,36 @@ DEFAULT_TEXTS: tuple[str, ...] = (
     "[INST] You are a careful assistant. Describe the picture. [/INST]",
     "A man in a red shirt rides a bicycle next to a white car parked on the street.",
 )
+# LLaVA-1.5's vicuna_v1 prompt; content parts are rendered in order, an image as "<image>" (which the
+# processor expands to the image's tokens), so interleaved images land where the caller put them.
+VICUNA_V1_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first %}A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions. {% endif %}"
+    "{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'user' %} {% else %}</s>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+LLAVA_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions. "
+)
+LLAVA_TEXTS: tuple[str, ...] = (
+    "Image 1: <image>\nImage 2: <image>\nWhich image suits the caption better?",
+    "A. Image 1\nB. Image 2\nAnswer with the option's letter from the given choices directly.",
+    'Is the statement "A part of the sky is visible" True or False? Answer with "True" or "False" directly.',
+    LLAVA_SYSTEM + "USER: ASSISTANT: The answer is A. The answer is B.",
+    "a photo of a dove standing on the branch; a large group of people lounge on a lawn",
+)
 # Files whose presence means a previous build finished (written last: the marker).
 _MARKER = "cadvi_tiny.json"
 _FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+_LLAVA_FILES = (*_FILES, "processor_config.json", "chat_template.jinja")
 
 
 def build_tiny_chat_model(
@@ -60,18 +91,60 @@ def build_tiny_chat_model(
     session fixtures and the demo can call this freely. The build goes to a temporary sibling folder
     that is renamed into place, so an interrupted or concurrent build never leaves half a model.
     """
-    path = Path(path)
     texts = tuple(texts) if texts is not None else DEFAULT_TEXTS
     settings = {"texts_sha256": _digest(texts), "vocab_size": vocab_size, "seed": seed, "version": 2}
-    if _is_complete(path, settings):
+    return _build_once(Path(path), settings, _FILES, lambda folder: _build(folder, texts, vocab_size, seed))
+
+
+def build_tiny_llava(
+    path: str | Path,
+    *,
+    texts: Sequence[str] | None = None,
+    vocab_size: int = 400,
+    image_size: int = 32,
+    patch_size: int = 8,
+    seed: int = 0,
+) -> Path:
+    """Build (or reuse) a tiny random ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` in ``path``.
+
+    Llama text model (hidden 64, 2 layers, context 1024) and CLIP vision tower (``image_size`` px, patch
+    ``patch_size``: 16 image tokens per image by default, CLS dropped); a byte-level BPE that knows
+    ``<image>`` and ``<pad>`` and adds no BOS; the ``vicuna_v1`` chat template, which accepts a system
+    message. Cached and atomic like :func:`build_tiny_chat_model` (~2 s, ~1 MB).
+    """
+    texts = tuple(texts) if texts is not None else LLAVA_TEXTS
+    settings = {
+        "kind": "llava",
+        "texts_sha256": _digest(texts),
+        "vocab_size": vocab_size,
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "seed": seed,
+        "version": 1,
+    }
+    return _build_once(
+        Path(path),
+        settings,
+        _LLAVA_FILES,
+        lambda folder: _build_llava(folder, texts, vocab_size, image_size, patch_size, seed),
+    )
+
+
+def _build_once(path: Path, settings: dict[str, Any], files: Sequence[str], build: Callable[[Path], None]) -> Path:
+    """Run ``build(folder)`` unless ``path`` already holds a complete build with these ``settings``.
+
+    The build goes to a temporary sibling folder that is renamed into place, so an interrupted or
+    concurrent build never leaves half a model.
+    """
+    if _is_complete(path, settings, files):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        _build(staging, texts, vocab_size, seed)
+        build(staging)
         (staging / _MARKER).write_text(json.dumps(settings, indent=2) + "\n")
         if path.exists():
-            if _is_complete(path, settings):  # a concurrent build won the race
+            if _is_complete(path, settings, files):  # a concurrent build won the race
                 return path
             shutil.rmtree(path)
         os.replace(staging, path)
@@ -163,6 +236,77 @@ def _build(folder: Path, texts: tuple[str, ...], vocab_size: int, seed: int) -> 
     tokenizer.save_pretrained(folder)
 
 
+def _build_llava(
+    folder: Path, texts: tuple[str, ...], vocab_size: int, image_size: int, patch_size: int, seed: int
+) -> None:
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = train_tokenizer(
+        texts, vocab_size=vocab_size, extra_special_tokens={"image_token": "<image>"}, add_bos=False
+    )
+    tokenizer.chat_template = VICUNA_V1_TEMPLATE
+    special = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        **special,
+    )
+    vision_config = CLIPVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        projection_dim=32,
+    )
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",  # drop CLS: (image_size / patch_size) ** 2 tokens per image
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(**special, do_sample=False)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+        chat_template=VICUNA_V1_TEMPLATE,
+    )
+    with _quiet_progress_bars():
+        model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
 @contextlib.contextmanager
 def _quiet_progress_bars() -> Iterator[None]:
     """No "Writing model shards" bar for a one-shard toy model (it garbles the demo's console)."""
@@ -177,9 +321,9 @@ def _quiet_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _is_complete(path: Path, settings: dict) -> bool:
+def _is_complete(path: Path, settings: dict, files: Sequence[str]) -> bool:
     marker = path / _MARKER
-    if not marker.is_file() or not all((path / name).is_file() for name in _FILES):
+    if not marker.is_file() or not all((path / name).is_file() for name in files):
         return False
     try:
         return json.loads(marker.read_text()) == settings

@@ -5,6 +5,13 @@ generation config), sorted by prompt length to waste little padding, and run in 
 batches. Prompts come from the model's own chat template (which already holds BOS, so they are
 tokenised without special tokens); a template that rejects the system role gets it folded in.
 
+Images: a multimodal model (a config with ``vision_config``, or any model type
+``AutoModelForImageTextToText`` knows, e.g. LLaVA) is loaded with that class and its ``AutoProcessor``.
+Each request is rendered by the processor's chat template with ``{"type": "image"}`` placeholders and
+encoded with its images in order, so its length (the context check, the sorting, ``prompt_tokens``)
+counts the expanded image tokens; a batch is encoded again by the processor in one call, left-padded,
+as the model's own batching rules want. A text-only model given an image fails that request.
+
 Seeds: ``generate`` samples from torch's global generator, so a sampled batch runs under
 ``torch.random.fork_rng`` seeded with the seed of the batch's first request. A sampled output is
 therefore reproducible for the same batch composition, but not per request: the same request
@@ -19,9 +26,11 @@ import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from builders.llm.base import (
+    REQUEST,
     TOO_LONG,
     Closing,
     Request,
@@ -33,12 +42,27 @@ from builders.llm.base import (
     cut_at_stop,
     fold_system_prompt,
 )
+from builders.llm.content import template_messages, text_messages
 
 logger = logging.getLogger(__name__)
 
 
+class _UnfitRequestError(ValueError):
+    """This request cannot run here at all: an image for a text-only model, an image that cannot be read."""
+
+
+@dataclass
+class _Prompt:
+    """One request's prompt: its token ids (image tokens expanded), and for a multimodal model its text and images."""
+
+    ids: list[int]
+    text: str = ""
+    images: list[Any] = field(default_factory=list)
+
+
 class TransformersBackend(Closing):
-    """``AutoModelForCausalLM`` + ``generate``: batched, greedy or seeded sampling, stop strings, real token counts."""
+    """``AutoModelForCausalLM`` (or ``AutoModelForImageTextToText`` + its processor) + ``generate``: batched,
+    greedy or seeded sampling, stop strings, real token counts (image tokens included)."""
 
     name = "transformers"
 
@@ -53,15 +77,23 @@ class TransformersBackend(Closing):
         fold_system: bool | None = None,
         window: int | None = None,
         context_length: int | None = None,
+        multimodal: bool | None = None,
         **model_options: Any,
     ) -> None:
         """``fold_system=None`` probes the chat template; ``window`` is how many requests are read and
         regrouped at a time (default ``4 * batch_size``); ``context_length`` bounds prompt + ``max_tokens``
         (default: the model's ``max_position_embeddings``): a longer request fails as ``too_long`` before
-        the model runs, rather than padding a whole batch to it; ``model_options`` go to ``from_pretrained``
+        the model runs, rather than padding a whole batch to it; ``multimodal=None`` decides from the
+        model's config (see the module docstring); ``model_options`` go to ``from_pretrained``
         (e.g. ``device_map="auto"`` to spread a model over several GPUs, ``attn_implementation``)."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -72,9 +104,18 @@ class TransformersBackend(Closing):
         self.model_options = model_options
         self._warn = WarnOnce(logger)
 
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(self.model, trust_remote_code=trust_remote_code)
+        self.multimodal = is_multimodal(config) if multimodal is None else multimodal
+        self.processor = (
+            AutoProcessor.from_pretrained(self.model, trust_remote_code=trust_remote_code) if self.multimodal else None
+        )
+        if self.processor is not None:
+            self.tokenizer = self.processor.tokenizer
+        else:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
-        self.lm = AutoModelForCausalLM.from_pretrained(
+        model_class = AutoModelForImageTextToText if self.multimodal else AutoModelForCausalLM
+        self.lm = model_class.from_pretrained(
             self.model, dtype=dtype, trust_remote_code=trust_remote_code, **model_options
         )
         if "device_map" not in model_options:  # accelerate placed it otherwise
@@ -90,7 +131,10 @@ class TransformersBackend(Closing):
         if self.tokenizer.pad_token_id is None:  # Mistral/Mixtral tokenizers ship without a pad token
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id: int = self.tokenizer.pad_token_id
-        self.fold_system = (not chat_template_accepts_system(self.tokenizer)) if fold_system is None else fold_system
+        if fold_system is None:
+            renderer = self.processor or self.tokenizer
+            fold_system = not chat_template_accepts_system(renderer, as_parts=self.processor is not None)
+        self.fold_system = fold_system
         self.context_length = context_length or model_context_length(self.lm.config, self.tokenizer)
 
     def describe(self) -> dict[str, Any]:
@@ -105,6 +149,7 @@ class TransformersBackend(Closing):
             "dtype": self.dtype,
             "trust_remote_code": self.trust_remote_code,
             "fold_system": self.fold_system,
+            "multimodal": self.multimodal,
             "context_length": self.context_length,
             **({"model_options": {k: repr(v) for k, v in self.model_options.items()}} if self.model_options else {}),
             "transformers": transformers.__version__,
@@ -121,35 +166,76 @@ class TransformersBackend(Closing):
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
         iterator = iter(requests)
         while window := list(itertools.islice(iterator, self.window)):
-            groups: dict[tuple, list[tuple[Request, list[int]]]] = defaultdict(list)
+            groups: dict[tuple, list[tuple[Request, _Prompt]]] = defaultdict(list)
             for request in window:
                 try:
-                    prompt_ids = self._prompt_ids(request)
+                    prompt = self._encode(request)
+                except _UnfitRequestError as error:
+                    yield Result.failure(request.key, str(error), REQUEST)
+                    continue
                 except Exception as error:  # a template that rejects these messages fails this request only
                     yield Result.failure(request.key, f"chat template: {error}")
                     continue
                 sampling = request.sampling
-                overflow = context_overflow(len(prompt_ids), sampling.max_tokens, self.context_length)
+                overflow = context_overflow(len(prompt.ids), sampling.max_tokens, self.context_length)
                 if overflow:  # found before the model runs: one huge prompt would pad (and stall) a whole batch
                     yield Result.failure(request.key, overflow, TOO_LONG)
                     continue
                 if sampling.json_schema is not None:
                     self._warn("json_schema", "the transformers backend ignores json_schema (no structured outputs)")
                 groups[(sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.stop)].append(
-                    (request, prompt_ids)
+                    (request, prompt)
                 )
             for group in groups.values():
-                group.sort(key=lambda item: len(item[1]))
+                group.sort(key=lambda item: len(item[1].ids))
                 for start in range(0, len(group), self.batch_size):
                     yield from self._run_isolated(group[start : start + self.batch_size])
 
     def _prompt_ids(self, request: Request) -> list[int]:
-        messages = fold_system_prompt(request.messages) if self.fold_system else request.messages
-        prompt = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-        # The template already starts with BOS: adding special tokens again would double it.
-        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self._encode(request).ids
 
-    def _run_isolated(self, batch: list[tuple[Request, list[int]]]) -> Iterator[Result]:
+    def _encode(self, request: Request) -> _Prompt:
+        """The prompt of one request through the model's chat template (the tokenizer's, or the processor's)."""
+        messages = fold_system_prompt(request.messages) if self.fold_system else request.messages
+        # The templates already start with BOS where the model has one: adding special tokens would double it.
+        if self.processor is None:
+            if request.has_images:
+                raise _UnfitRequestError(
+                    f"the model {self.model} is text-only (no vision config): it cannot take image parts"
+                )
+            text = self.tokenizer.apply_chat_template(
+                text_messages(messages), add_generation_prompt=True, tokenize=False
+            )
+            return _Prompt(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        try:
+            parts, images = template_messages(messages)
+        except (OSError, ValueError) as error:  # a missing or unreadable image file, a bad data URI
+            raise _UnfitRequestError(f"image: {error}") from error
+        text = self.processor.apply_chat_template(parts, add_generation_prompt=True, tokenize=False)
+        encoded = self.processor(text=text, images=images or None, add_special_tokens=False)
+        return _Prompt(list(encoded["input_ids"][0]), text, images)
+
+    def _model_inputs(self, batch: list[tuple[Request, _Prompt]]) -> Any:
+        """The batch, left-padded; a multimodal one encoded by the processor in one call (pixel values and all)."""
+        if self.processor is None:
+            inputs = self.tokenizer.pad(
+                {"input_ids": [prompt.ids for _, prompt in batch]},
+                padding=True,
+                return_tensors="pt",
+                return_attention_mask=True,
+            )
+            return inputs.to(self.device)
+        images = [image for _, prompt in batch for image in prompt.images]
+        inputs = self.processor(
+            text=[prompt.text for _, prompt in batch],
+            images=images or None,
+            padding=True,
+            return_tensors="pt",
+            add_special_tokens=False,
+        )
+        return inputs.to(self.device, dtype=self.lm.dtype)  # floating tensors (pixel values) in the model's dtype
+
+    def _run_isolated(self, batch: list[tuple[Request, _Prompt]]) -> Iterator[Result]:
         """Run a batch; when it fails, run its requests one by one so only the culprit gets an error."""
         try:
             results = self._run_batch(batch)
@@ -164,13 +250,11 @@ class TransformersBackend(Closing):
             return
         yield from results
 
-    def _run_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Result]:
+    def _run_batch(self, batch: list[tuple[Request, _Prompt]]) -> list[Result]:
         import torch
 
         sampling = batch[0][0].sampling
-        inputs = self.tokenizer.pad(
-            {"input_ids": [ids for _, ids in batch]}, padding=True, return_tensors="pt", return_attention_mask=True
-        ).to(self.device)
+        inputs = self._model_inputs(batch)
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_tokens,
             "pad_token_id": self.pad_id,
@@ -225,6 +309,16 @@ class TransformersBackend(Closing):
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def is_multimodal(config: Any) -> bool:
+    """Whether a model takes images: a LLaVA-style config with a vision tower, or a model type that
+    ``AutoModelForImageTextToText`` loads."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    return getattr(config, "vision_config", None) is not None or (
+        getattr(config, "model_type", None) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    )
 
 
 def model_context_length(config: Any, tokenizer: Any = None) -> int | None:

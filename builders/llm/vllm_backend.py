@@ -7,6 +7,14 @@ Prompts go through ``LLM.chat`` so the model's chat template is applied once: Mi
 text through ``LLM.generate`` gets a second BOS from the tokenizer. Requests are submitted in chunks
 (vLLM batches each chunk continuously inside), so results stream out chunk by chunk and the caller
 can flush them to disk; a chunk that fails is rerun request by request so only the culprit fails.
+
+Images (vLLM >= 0.10, a multimodal model such as ``llava-hf/llava-1.5-7b-hf``): requests with image
+parts go to ``LLM.chat`` as vLLM's chat content parts: data URIs as ``image_url`` parts (vLLM decodes
+them), PIL images and local files as ``image_pil`` parts (vLLM opens ``file://`` URLs only under
+``allowed_local_media_path``, so files are read here). vLLM refuses more images per prompt than
+``limit_mm_per_prompt`` allows, and sizes its memory profiling by it: CaD-VI's pairs want
+``limit_mm_per_prompt={"image": 2}``. ``prompt_tokens`` is ``len(output.prompt_token_ids)``, which holds
+the expanded image tokens. Not run in this repository's tests (vLLM has no LLaVA on CPU here).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from builders.llm.base import (
     fold_system_prompt,
     says_too_long,
 )
+from builders.llm.content import vllm_messages
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +57,12 @@ class VLLMBackend(Closing):
         trust_remote_code: bool = False,
         chunk_size: int = 512,
         fold_system: bool | None = None,
+        limit_mm_per_prompt: dict[str, int] | None = None,
         **engine_options: Any,
     ) -> None:
         """``engine_options`` go to ``vllm.LLM`` as they are (``gpu_memory_utilization``, ``quantization="fp8"``,
-        ``dtype``, ``enforce_eager``, ...); ``fold_system=None`` probes the chat template."""
+        ``dtype``, ``enforce_eager``, ...); ``fold_system=None`` probes the chat template;
+        ``limit_mm_per_prompt`` (e.g. ``{"image": 2}`` for image pairs) goes to ``vllm.LLM`` when given."""
         try:
             import vllm
         except ImportError as error:
@@ -66,6 +77,7 @@ class VLLMBackend(Closing):
             "max_model_len": max_model_len,
             "seed": seed,
             "trust_remote_code": trust_remote_code,
+            **({"limit_mm_per_prompt": dict(limit_mm_per_prompt)} if limit_mm_per_prompt else {}),
             **engine_options,
         }
         self.vllm_version = getattr(vllm, "__version__", "unknown")
@@ -123,15 +135,17 @@ class VLLMBackend(Closing):
         yield from results
 
     def _run_chunk(self, chunk: list[Request]) -> list[Result]:
-        conversations = [
-            [dict(m) for m in (fold_system_prompt(r.messages) if self.fold_system else r.messages)] for r in chunk
-        ]
+        conversations = [self._conversation(request) for request in chunk]
         outputs = self.llm.chat(
             conversations, sampling_params=[self._sampling_params(r) for r in chunk], use_tqdm=False
         )
         if len(outputs) != len(chunk):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(chunk)} requests")
         return [_to_result(request, output) for request, output in zip(chunk, outputs, strict=True)]
+
+    def _conversation(self, request: Request) -> list[dict]:
+        messages = fold_system_prompt(request.messages) if self.fold_system else request.messages
+        return vllm_messages(messages) if request.has_images else [dict(m) for m in messages]
 
     def _sampling_params(self, request: Request) -> Any:
         from vllm import SamplingParams
