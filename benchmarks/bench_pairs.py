@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from builders.pairs import NounSets, Pair, PairingConfig, kernels, mine_pairs_with_report
+from builders.pairs import NounSets, Pair, PairingConfig, kernels, mine_pairs
 
 FULL_SETS = 873_000
 FULL_PAIRS = 278_000
@@ -164,7 +164,7 @@ def main() -> int:
 
     config = PairingConfig(num_pairs=args.pairs, seed=args.seed)
     started = time.perf_counter()
-    pairs, report = mine_pairs_with_report(noun_sets, config)
+    pairs, report = mine_pairs(noun_sets, config)
     mine_seconds = time.perf_counter() - started
     total = build_seconds + mine_seconds
     rss_after_first = peak_rss()
@@ -180,7 +180,7 @@ def main() -> int:
     print(report.format())
 
     started = time.perf_counter()
-    again, _ = mine_pairs_with_report(noun_sets, config)
+    again, _ = mine_pairs(noun_sets, config)
     second_seconds = time.perf_counter() - started
     first_hash, again_hash = output_hash(pairs), output_hash(again)
     same = first_hash == again_hash

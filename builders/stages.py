@@ -105,17 +105,17 @@ def pairs_stage(
 
     Returns ``(pairs, report)``; the report says how many candidates and pairs each bin had.
     """
-    from builders.pairs import NounSets, PairingConfig, mine_pairs_with_report, mine_threshold_pairs_with_report
+    from builders.pairs import NounSets, PairingConfig, mine_pairs, mine_threshold_pairs
 
     check_output_file(out, [nouns_file])
     records = read_noun_records(nouns_file)
     sets = NounSets.from_lists([r.nouns for r in records])
     if min_shared is not None:
-        found, report = mine_threshold_pairs_with_report(
+        found, report = mine_threshold_pairs(
             sets, min_shared=min_shared, max_uses_per_image=max_uses_per_image or 4, max_pairs=max_pairs, seed=seed
         )
     else:
-        found, report = mine_pairs_with_report(sets, config or PairingConfig(seed=seed))
+        found, report = mine_pairs(sets, config or PairingConfig(seed=seed))
     pairs = [
         PairRecord(
             PairRecord.make_id(records[p.first].image, records[p.second].image),

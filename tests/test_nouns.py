@@ -209,6 +209,7 @@ def test_cache_tolerates_a_torn_last_line(tmp_path, coco_captions, coco_referenc
     assert nouns.cached_extract_nouns(more, tmp_path, progress=computed.append) == coco_reference[:20]
     assert sum(computed) == 10  # only the new ones
     cache = nouns.NounCache(tmp_path)
-    assert len(cache) == 20 and cache.torn_lines == 1  # appended after the torn line, not onto it
+    assert len(cache) == 20 and cache.torn_lines == 0  # the torn line was cut on reopening, not appended onto
+    assert "0123abcd" not in cache
     lines = cache_file.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 21 and all(json.loads(line) for i, line in enumerate(lines) if i != 10)
+    assert len(lines) == 20 and all(json.loads(line) for line in lines)

@@ -25,11 +25,9 @@ from builders.pairs import (
     Pair,
     PairingConfig,
     mine_pairs,
-    mine_pairs_with_report,
     mine_threshold_pairs,
-    mine_threshold_pairs_with_report,
 )
-from builders.pairs.miner import Candidates, merge_unique, prefix_join, sample_pairs
+from builders.pairs.candidates import Candidates, merge_unique, prefix_join, sample_pairs
 
 CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
 
@@ -208,7 +206,7 @@ def test_join_keeps_a_uniform_hash_sample_past_max_candidates(synthetic_lists):
     assert as_dict(chunked) == as_dict(limited)  # the same sample, however the buckets are cut
 
     config = PairingConfig(num_pairs=40, max_candidates=len(exact) // 5, exact_min_shared=5, enumerate_max_pairs=0)
-    pairs, report = mine_pairs_with_report(noun_sets, config)
+    pairs, report = mine_pairs(noun_sets, config)
     assert report.kept_share_by_source["exact"] == limited.fraction
     assert not report.bins[2].complete and not report.bins[3].complete
     assert_valid(pairs, synthetic_lists, config.bins, config.max_uses_per_image)
@@ -248,7 +246,7 @@ def coco_config(**overrides) -> PairingConfig:
 
 def test_coco_pairs_keep_every_guarantee_and_fill_the_quotas(coco_lists):
     config = coco_config(enumerate_max_pairs=0)  # the join of large inputs, on the real captions
-    pairs, report = mine_pairs_with_report(NounSets.from_lists(coco_lists), config)
+    pairs, report = mine_pairs(NounSets.from_lists(coco_lists), config)
     assert_valid(pairs, coco_lists, config.bins, config.max_uses_per_image)
     assert report.ok and len(pairs) == 30
     assert Counter(p.bin for p in pairs) == {"one": 15, "two": 9, "three_plus": 6}
@@ -261,7 +259,7 @@ def test_coco_pairs_keep_every_guarantee_and_fill_the_quotas(coco_lists):
 def test_synthetic_pairs_with_the_default_bins(synthetic_lists):
     # The routing of large inputs (join and sampling), forced on this small one: no exhaustive pass.
     config = PairingConfig(num_pairs=120, max_uses_per_image=3, seed=5, enumerate_max_pairs=0)
-    pairs, report = mine_pairs_with_report(NounSets.from_lists(synthetic_lists), config)
+    pairs, report = mine_pairs(NounSets.from_lists(synthetic_lists), config)
     assert_valid(pairs, synthetic_lists, DEFAULT_BINS, 3)
     assert report.ok and Counter(p.bin for p in pairs) == dict.fromkeys(("low", "medium", "high", "very_high"), 30)
     assert [b.source for b in report.bins] == ["sampled", "grouped", "grouped", "exact"]
@@ -273,9 +271,9 @@ def test_synthetic_pairs_with_the_default_bins(synthetic_lists):
 def test_same_seed_same_pairs_other_seed_other_pairs(synthetic_lists):
     noun_sets = NounSets.from_lists(synthetic_lists)
     config = PairingConfig(num_pairs=100, seed=11)
-    first = mine_pairs(noun_sets, config)
-    assert mine_pairs(NounSets.from_lists(synthetic_lists), config) == first
-    other = mine_pairs(noun_sets, PairingConfig(num_pairs=100, seed=12))
+    first, _ = mine_pairs(noun_sets, config)
+    assert mine_pairs(NounSets.from_lists(synthetic_lists), config)[0] == first
+    other, _ = mine_pairs(noun_sets, PairingConfig(num_pairs=100, seed=12))
     assert {(p.first, p.second) for p in other} != {(p.first, p.second) for p in first}
 
 
@@ -287,7 +285,7 @@ def test_scarcest_bin_is_filled_first():
     lists += [["common", f"own{k}"] for k in range(6)]
     config = PairingConfig(num_pairs=5, bins=(Bin("low", 1, 2, 0.6), Bin("high", 8, None, 0.4)), max_uses_per_image=1)
     for seed in range(20):
-        pairs, report = mine_pairs_with_report(NounSets.from_lists(lists), dataclasses.replace(config, seed=seed))
+        pairs, report = mine_pairs(NounSets.from_lists(lists), dataclasses.replace(config, seed=seed))
         assert report.ok, report.format()
         assert {(p.first, p.second) for p in pairs if p.bin == "high"} == {(0, 1), (2, 3)}
         assert_valid(pairs, lists, config.bins, 1)
@@ -296,7 +294,7 @@ def test_scarcest_bin_is_filled_first():
 def test_shortfall_is_reported_and_logged(coco_lists, caplog):
     config = coco_config(num_pairs=400)  # 80 images at 2 uses cannot give more than 80 pairs
     with caplog.at_level(logging.WARNING, logger="builders.pairs.miner"):
-        pairs, report = mine_pairs_with_report(NounSets.from_lists(coco_lists), config)
+        pairs, report = mine_pairs(NounSets.from_lists(coco_lists), config)
     assert_valid(pairs, coco_lists, config.bins, 2)
     three = report.bins[2]
     assert three.quota == 80 and three.candidates == sum(n >= 3 for n in brute_force(coco_lists).values())
@@ -311,9 +309,9 @@ def test_shortfall_is_reported_and_logged(coco_lists, caplog):
 def test_backfill_tops_up_from_other_bins(coco_lists):
     noun_sets = NounSets.from_lists(coco_lists)
     config = coco_config(num_pairs=60, bins=(Bin("one", 1, 1, 0.5), Bin("three_plus", 3, None, 0.5)))
-    plain, plain_report = mine_pairs_with_report(noun_sets, config)
+    plain, plain_report = mine_pairs(noun_sets, config)
     assert len(plain) < 60 and plain_report.shortfalls
-    filled, _ = mine_pairs_with_report(noun_sets, dataclasses.replace(config, backfill=True))
+    filled, _ = mine_pairs(noun_sets, dataclasses.replace(config, backfill=True))
     assert len(filled) == 60
     assert_valid(filled, coco_lists, config.bins, 2)
 
@@ -332,8 +330,8 @@ def test_config_validation_and_quotas():
 
 
 def test_empty_and_tiny_inputs():
-    assert mine_pairs(NounSets.from_lists([]), PairingConfig(num_pairs=5)) == []
-    pairs, report = mine_pairs_with_report(NounSets.from_lists([["a"], ["a"]]), PairingConfig(num_pairs=4))
+    assert mine_pairs(NounSets.from_lists([]), PairingConfig(num_pairs=5))[0] == []
+    pairs, report = mine_pairs(NounSets.from_lists([["a"], ["a"]]), PairingConfig(num_pairs=4))
     assert pairs == [Pair(0, 1, ("a",), "low")]
     assert report.shortfalls == {"medium": 1, "high": 1, "very_high": 1}
 
@@ -345,7 +343,7 @@ def test_empty_and_tiny_inputs():
 
 def test_threshold_pairs_min_shared_8(synthetic_lists):
     noun_sets = NounSets.from_lists(synthetic_lists)
-    pairs, report = mine_threshold_pairs_with_report(noun_sets, min_shared=8, max_uses_per_image=4)
+    pairs, report = mine_threshold_pairs(noun_sets, min_shared=8, max_uses_per_image=4)
     assert_valid(pairs, synthetic_lists, (Bin("8+", 8, None, 1.0),), 4)
     qualifying = [pair for pair, n in brute_force(synthetic_lists).items() if n >= 8]
     assert report.bins[0].candidates == len(qualifying) and report.bins[0].complete
@@ -353,15 +351,15 @@ def test_threshold_pairs_min_shared_8(synthetic_lists):
     uses = Counter(i for p in pairs for i in (p.first, p.second))
     chosen = {(p.first, p.second) for p in pairs}
     assert all(uses[i] == 4 or uses[j] == 4 for i, j in qualifying if (i, j) not in chosen)
-    assert mine_threshold_pairs(noun_sets) == pairs  # the defaults are 8 and 4
-    assert {(p.first, p.second) for p in mine_threshold_pairs(noun_sets, seed=1)} != chosen
-    assert len(mine_threshold_pairs(noun_sets, max_pairs=7)) == 7
+    assert mine_threshold_pairs(noun_sets)[0] == pairs  # the defaults are 8 and 4
+    assert {(p.first, p.second) for p in mine_threshold_pairs(noun_sets, seed=1)[0]} != chosen
+    assert len(mine_threshold_pairs(noun_sets, max_pairs=7)[0]) == 7
 
 
 def test_threshold_pairs_on_coco(coco_lists):
     noun_sets = NounSets.from_lists(coco_lists)
-    assert mine_threshold_pairs(noun_sets) == []  # five COCO captions never share 8 of these nouns
-    pairs = mine_threshold_pairs(noun_sets, min_shared=3, max_uses_per_image=1)
+    assert mine_threshold_pairs(noun_sets)[0] == []  # five COCO captions never share 8 of these nouns
+    pairs, _ = mine_threshold_pairs(noun_sets, min_shared=3, max_uses_per_image=1)
     assert_valid(pairs, coco_lists, (Bin("3+", 3, None, 1.0),), 1)
     assert pairs and all(p.bin == "3+" for p in pairs)
     with pytest.raises(ValueError):

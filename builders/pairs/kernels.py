@@ -1,6 +1,6 @@
 """Numba kernels of the pair miner: the loops that numpy cannot vectorise.
 
-Every kernel works on the CSR arrays of :class:`builders.pairs.miner.NounSets`: ``indptr`` (int64,
+Every kernel works on the CSR arrays of :class:`builders.pairs.sets.NounSets`: ``indptr`` (int64,
 one more than the number of sets) and ``indices`` (int32 noun ids, strictly ascending inside each
 set; ids are ranked rarest first, so a set's first nouns are its rarest). Kernels are compiled on
 first use and cached on disk (``cache=True``), so only the first run on a machine pays the compile.
@@ -26,7 +26,7 @@ from numba import njit
 def prefix_length(size: int, min_shared: int) -> int:
     """How many of a set's rarest nouns go into its bucket keys for threshold ``min_shared``.
 
-    ``size - min_shared + 2`` (see :func:`builders.pairs.miner.prefix_join` for why); sets smaller
+    ``size - min_shared + 2`` (see :func:`builders.pairs.candidates.prefix_join` for why); sets smaller
     than the threshold can never reach it and get no keys.
     """
     if size < min_shared:
