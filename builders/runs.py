@@ -285,12 +285,16 @@ def cut_torn_tail(path: Path, window: int = 1 << 20) -> None:
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a store file; a line that is not JSON is an error naming the file and the line."""
     if not path.exists():
         return
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if line.strip():
-                yield json.loads(line)
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number}: not a JSON record ({error.msg}); the file is damaged") from None
 
 
 def all_records(folder: str | os.PathLike, kind: str = "records") -> Iterator[dict[str, Any]]:

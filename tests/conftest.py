@@ -24,8 +24,26 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = ("tests.llm_fixtures",)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # the project's shared data, beside the checkout
 CADQA_OFFICIAL = SHARED / "data" / "cadvi_eval" / "CaD_QA_eval.jsonl"
+SHARED_EVAL = SHARED / "data" / "cadvi_eval"
+COCO_CAPTIONS = SHARED / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
+
+
+def shared_file(path: Path) -> Path:
+    """``path`` under ``../shared``, or a failed test that says so: tests needing it never skip quietly."""
+    if not path.exists():
+        pytest.fail(
+            f"{path} is missing: these tests read the project's shared data in {SHARED} (beside the checkout; "
+            "CI has it, see its data/README.md)",
+            pytrace=False,
+        )
+    return path
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"shared data: {SHARED} ({'found' if SHARED.is_dir() else 'MISSING: tests that read it will fail'})"
+
 
 INSTRUCTION = "Image 1: <image>\nImage 2: <image>\nSummarize the commonalities and differences of the two images."
 SUMMARY = (

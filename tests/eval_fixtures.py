@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from eval_tasks.metrics import GROUP_SUMMARY_FIELDS, Summary
+from tests.conftest import SHARED_EVAL, shared_file
 
-SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cadvi_eval"
 FIVE_TASKS = ("bison", "svo_probes", "nlvr2", "eqben", "cola")
 OFFICIAL_FILES = {
     "bison": "BISON.jsonl",
@@ -38,113 +38,16 @@ IMAGE_SIZE = 32
 PATCH_SIZE = 8
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 16 per image
 
-# LLaVA-1.5's vicuna_v1 prompt; content parts are rendered in order, an image as "<image>".
-VICUNA_V1_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first %}A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions. {% endif %}"
-    "{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{% if message['role'] == 'user' %} {% else %}</s>{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
-SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions. "
-)
-TRAINING_TEXTS = (
-    "Image 1: <image>\nImage 2: <image>\nWhich image suits the caption better?",
-    "A. Image 1\nB. Image 2\nAnswer with the option's letter from the given choices directly.",
-    'Is the statement "A part of the sky is visible" True or False? Answer with "True" or "False" directly.',
-    SYSTEM + "USER: ASSISTANT: The answer is A. The answer is B.",
-    "a photo of a dove standing on the branch; a large group of people lounge on a lawn",
-)
-
 # Rows taken from the head of each official file (EQBEN: two groups of two subsets; SVO: two per category),
 # plus one synthetic group for EQBEN and COLA (see synthetic_group).
 ROWS_PER_TASK = {"bison": 4, "nlvr2": 4, "cola": 4}
 
 
 def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
-    """Save a tiny random ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` in ``folder`` (~2 s)."""
-    import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        GenerationConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    """A tiny random ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` in ``folder`` (~2 s; the library's)."""
+    from builders.llm.tiny import build_tiny_llava as build
 
-    from builders.llm.tiny import train_tokenizer
-
-    tokenizer = train_tokenizer(
-        TRAINING_TEXTS, vocab_size=400, extra_special_tokens={"image_token": "<image>"}, add_bos=False
-    )
-    tokenizer.chat_template = VICUNA_V1_TEMPLATE
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    vision_config = CLIPVisionConfig(
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        projection_dim=32,
-    )
-    config = LlavaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_index=image_token_id,
-        vision_feature_select_strategy="default",  # drop CLS: 16 tokens per image
-        vision_feature_layer=-2,
-        projector_hidden_act="gelu",
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-    )
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        image_token="<image>",
-        chat_template=VICUNA_V1_TEMPLATE,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return build(folder, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, seed=seed)
 
 
 @dataclass
@@ -164,7 +67,7 @@ class BenchFolders:
 
 
 def official_rows(task: str) -> list[dict[str, Any]]:
-    with open(SHARED_EVAL / OFFICIAL_FILES[task], encoding="utf-8") as handle:
+    with open(shared_file(SHARED_EVAL / OFFICIAL_FILES[task]), encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 

@@ -31,8 +31,9 @@ import pytest
 
 from builders.llm import Request, Result
 from builders.llm.tiny import build_tiny_chat_model, build_tiny_llava
+from tests.conftest import COCO_CAPTIONS, shared_file
 
-CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
+CAPTIONS = COCO_CAPTIONS
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +43,7 @@ def real_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from builders.stages import nouns_stage, pairs_stage
 
     folder = tmp_path_factory.mktemp("pairs")
-    nouns_stage(CAPTIONS, folder / "nouns.jsonl", cache_dir=folder / "cache")
+    nouns_stage(shared_file(CAPTIONS), folder / "nouns.jsonl", cache_dir=folder / "cache")
     config = PairingConfig(
         num_pairs=60,
         bins=(Bin("one", 1, 1, 0.5), Bin("more", 2, None, 0.5)),
@@ -60,7 +61,7 @@ def parrot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from builders.captions import read_captions
     from cadvi.demo import stand_in_model
 
-    captions = [c.caption for c in read_captions(CAPTIONS)]
+    captions = [c.caption for c in read_captions(shared_file(CAPTIONS))]
     return stand_in_model(
         tmp_path_factory.mktemp("parrot") / "model", list(zip(captions[::2], captions[1::2], strict=False))
     )

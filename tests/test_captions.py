@@ -8,9 +8,9 @@ import pytest
 
 from builders.captions import localized_narratives_file_name, read_captions
 from builders.release.validate import ReleaseValidationError
-from tests.conftest import SHARED
+from tests.conftest import COCO_CAPTIONS
 
-REAL = SHARED / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
+REAL = COCO_CAPTIONS
 
 
 @pytest.mark.parametrize(

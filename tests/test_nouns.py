@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from builders import nouns
+from tests.conftest import COCO_CAPTIONS, shared_file
 
-COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
+COCO = COCO_CAPTIONS
 LN_CAPTIONS = [
     "In this picture I can see a man standing on the grass and there are two dogs near the trees.",
     "In this image I can see John holding a bottle of Coca-Cola in London, and someone is holding something.",
@@ -44,9 +44,7 @@ needs_model = pytest.mark.skipif(not _model_installed(), reason=f"spaCy or {noun
 
 @pytest.fixture(scope="module")
 def coco_captions() -> list[str]:
-    if not COCO.exists():
-        pytest.skip(f"{COCO} not found")
-    with open(COCO, encoding="utf-8") as handle:
+    with open(shared_file(COCO), encoding="utf-8") as handle:
         return [caption for line in handle if line.strip() for caption in json.loads(line)["captions"]]
 
 

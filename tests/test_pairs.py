@@ -13,7 +13,6 @@ import json
 import logging
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +27,9 @@ from builders.pairs import (
     mine_threshold_pairs,
 )
 from builders.pairs.candidates import Candidates, merge_unique, prefix_join, sample_pairs
+from tests.conftest import COCO_CAPTIONS, shared_file
 
-CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "captions" / "coco2014_val_80_caps_boxes.jsonl"
+CAPTIONS = COCO_CAPTIONS
 
 NOUNS = frozenset(
     re.findall(
@@ -59,7 +59,7 @@ def caption_nouns(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def coco_lists() -> list[list[str]]:
-    rows = [json.loads(line) for line in CAPTIONS.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in shared_file(CAPTIONS).read_text().splitlines() if line.strip()]
     return [sorted(set().union(*(caption_nouns(c) for c in row["captions"]))) for row in rows]
 
 
