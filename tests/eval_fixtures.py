@@ -16,13 +16,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from builders.llm.tiny import LLAVA_SYSTEM
 from eval_tasks.metrics import GROUP_SUMMARY_FIELDS, Summary
 from tests.conftest import SHARED_EVAL, shared_file
 
@@ -37,6 +38,7 @@ OFFICIAL_FILES = {
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 16 per image
+SYSTEM = LLAVA_SYSTEM  # the vicuna_v1 system line the tiny LLaVA's chat template starts with
 
 # Rows taken from the head of each official file (EQBEN: two groups of two subsets; SVO: two per category),
 # plus one synthetic group for EQBEN and COLA (see synthetic_group).
@@ -145,6 +147,15 @@ def bench_env(cadvi_bench: BenchFolders, monkeypatch: pytest.MonkeyPatch) -> Ite
 
 
 LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
+
+
+def tiny_llava_arguments(model: Path, tasks: Sequence[str], limit: int, *extra: str) -> list[str]:
+    """lmms-eval arguments that run the tiny LLaVA on CPU over ``tasks`` (six new tokens per answer)."""
+    return [
+        *("--model", "llava_hf", "--model_args", f"pretrained={model},device=cpu,device_map=cpu"),
+        *("--tasks", ",".join(tasks), "--limit", str(limit), "--gen_kwargs", "max_new_tokens=6"),
+        *extra,
+    ]
 
 
 def run_lmms_eval(

@@ -27,6 +27,7 @@ from tests.eval_fixtures import (  # noqa: F401  (tiny_llava: a fixture)
     run_lmms_eval,
     summary_of,
     tiny_llava,
+    tiny_llava_arguments,
 )
 
 TASKS = ("cadvi_seed_video_2frame", "cadvi_seed_video_1frame")
@@ -474,24 +475,9 @@ def test_cli_dummy_known_answers(release: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_llava_hf_on_cpu(release: Path, tiny_llava: Path, tmp_path: Path) -> None:  # noqa: F811
     limit = 2
-    results, console = run_cli(
-        [
-            "--model",
-            "llava_hf",
-            "--model_args",
-            f"pretrained={tiny_llava},device=cpu,device_map=cpu",
-            "--tasks",
-            ",".join(TASKS),
-            "--limit",
-            str(limit),
-            "--gen_kwargs",
-            "max_new_tokens=6",
-            "--verbosity",
-            "DEBUG",  # re-raises generation errors instead of answering ""
-        ],
-        release,
-        tmp_path,
-    )
+    # --verbosity DEBUG re-raises generation errors instead of answering ""
+    arguments = tiny_llava_arguments(tiny_llava, TASKS, limit, "--verbosity", "DEBUG")
+    results, console = run_cli(arguments, release, tmp_path)
     assert "in generating" not in console
     # The chat template renders the frames where their placeholders are: the CaD-VI two-image prompt.
     assert "USER: Image 1: <image>\nImage 2: <image>\nWhat happens in v1738?" in console

@@ -28,6 +28,7 @@ from tests.eval_fixtures import (
     run_lmms_eval,
     summary_of,
     table_rows,
+    tiny_llava_arguments,
 )
 
 # The fixtures of tests/eval_fixtures.py, made visible to this module's tests.
@@ -280,21 +281,7 @@ def cadvi_tag_members() -> set[str]:
 def test_cli_llava_hf_on_cpu(bench_env: BenchFolders, tiny_llava: Path, tmp_path: Path) -> None:
     limit = 3
     results, console = run_cli(
-        [
-            "--model",
-            "llava_hf",
-            "--model_args",
-            f"pretrained={tiny_llava},device=cpu,device_map=cpu",
-            "--tasks",
-            ",".join(FIVE_TASKS),
-            "--limit",
-            str(limit),
-            "--gen_kwargs",
-            "max_new_tokens=6",
-            "--log_samples",
-        ],
-        bench_env,
-        tmp_path,
+        tiny_llava_arguments(tiny_llava, FIVE_TASKS, limit, "--log_samples"), bench_env, tmp_path
     )
     assert "in generating" not in console  # llava_hf logs generation errors and answers "" instead
     expected_metrics = {
