@@ -98,8 +98,9 @@ def test_a_dead_engine_stops_the_run_and_records_nothing(tiny_mixtral, tmp_path)
     from builders.llm.vllm_backend import VLLMBackend
 
     pairs = read_pairs(engine_pairs(tmp_path))
+    before = {core.pid for core in _engine_cores()}  # the session's shared engine and vllm serve: not ours to kill
     backend = VLLMBackend(str(tiny_mixtral), **ENGINE)
-    cores = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in p.name()]
+    cores = [core for core in _engine_cores() if core.pid not in before]
     assert cores, "vLLM v1 runs its engine core in a child process"
     for core in cores:
         os.kill(core.pid, signal.SIGKILL)
@@ -112,6 +113,10 @@ def test_a_dead_engine_stops_the_run_and_records_nothing(tiny_mixtral, tmp_path)
     assert stopped.value.summary.left == len(pairs) and stopped.value.summary.attempted == 0
     assert list(all_records(tmp_path / "run")) == [] and list(all_records(tmp_path / "run", "rejects")) == []
     backend.close()
+
+
+def _engine_cores() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if "EngineCore" in p.name()]
 
 
 def test_a_sigkilled_vllm_run_reruns_to_every_pair_exactly_once(tiny_mixtral, tmp_path):
