@@ -23,7 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-pytest_plugins = ("tests.llm_fixtures",)
+pytest_plugins = ("tests.llm_fixtures", "tests.recipe_fixtures")
 # The engine tests (tests/engines) need vLLM and Ray Data: they run in .venv-engines (scripts/setup-engines-env.sh,
 # run by .ci/run after the main tests), where they fail, not skip, when an engine cannot start.
 collect_ignore = [] if importlib.util.find_spec("vllm") else ["engines"]
