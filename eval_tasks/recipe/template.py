@@ -5,9 +5,11 @@ LLaVA-1.5 (and so CaD-VI) trains with ``--version v1``: ``conv_vicuna_v1`` of ``
 
     <system> USER: <turn 1> ASSISTANT: <answer 1></s>USER: <turn 2> ASSISTANT: <answer 2></s>
 
-:data:`CHAT_TEMPLATE` renders exactly that, character for character, and wraps every answer and its
-``</s>`` in ``{% generation %}``, so ``apply_chat_template(..., return_assistant_tokens_mask=True)``
-marks the tokens the fork supervises (everything else is ``-100``). With ``add_generation_prompt`` it
+:data:`CHAT_TEMPLATE` renders exactly that, character for character, and wraps every answer, with the
+space before it and its ``</s>``, in ``{% generation %}``, so ``apply_chat_template(...,
+return_assistant_tokens_mask=True)`` marks the tokens the fork supervises: everything after
+``ASSISTANT:`` up to and including ``</s>`` (``preprocess_v1`` masks up to ``"ASSISTANT:"``). The space
+matters where a tokenizer keeps it as its own token; Llama's folds it into the answer's first token. With ``add_generation_prompt`` it
 ends in ``ASSISTANT:``, the prompt the fork's evaluation scripts generate from.
 :func:`fork_prompt` is the fork's own ``get_prompt`` loop, kept for the tests that prove the equality.
 """
@@ -37,7 +39,7 @@ CHAT_TEMPLATE = (
     "{% elif part['type'] == 'text' %}{% set text.value = text.value + part['text'] %}{% endif %}"
     "{% endfor %}{% set text = text.value %}{% endif %}"
     "{% if message['role'] == 'user' %}USER: {{ text }} "
-    "{% else %}ASSISTANT: {% generation %}{{ text }}</s>{% endgeneration %}{% endif %}"
+    "{% else %}ASSISTANT:{% generation %} {{ text }}</s>{% endgeneration %}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
