@@ -9,8 +9,9 @@ LLaVA-1.5 (and so CaD-VI) trains with ``--version v1``: ``conv_vicuna_v1`` of ``
 space before it and its ``</s>``, in ``{% generation %}``, so ``apply_chat_template(...,
 return_assistant_tokens_mask=True)`` marks the tokens the fork supervises: everything after
 ``ASSISTANT:`` up to and including ``</s>`` (``preprocess_v1`` masks up to ``"ASSISTANT:"``). The space
-matters where a tokenizer keeps it as its own token; Llama's folds it into the answer's first token. With ``add_generation_prompt`` it
-ends in ``ASSISTANT:``, the prompt the fork's evaluation scripts generate from.
+matters where a tokenizer keeps it as its own token; Llama's folds it into the answer's first token.
+With ``add_generation_prompt`` it ends in ``ASSISTANT:``, the prompt the fork's evaluation scripts
+generate from.
 :func:`fork_prompt` is the fork's own ``get_prompt`` loop, kept for the tests that prove the equality.
 """
 
