@@ -1,28 +1,32 @@
-"""``cadvi export``: a phase-1 run folder -> the CaD-Inst phase-1 release layout.
+"""``cadvi export``: a phase-1 or phase-2 run folder -> the CaD-Inst release layout.
 
-Writes ``json_files/phase1_instruct_data.json`` (the LLaVA JSON array of the original release),
-which the CaD-Inst builder reads like the original files, and ``cadvi_provenance.json``: what the
-rows were generated with (model, backend, template and its hash, sampling, input files, caption
-sources), read from the run's manifest and records. The dataset card of a build from this folder
-states those facts, not the original release's. Every row is checked with the same validator the
-builder uses before anything is written.
+Writes ``json_files/phase1_instruct_data.json`` or ``json_files/phase2_instruct_data.json`` (the LLaVA
+JSON arrays of the original release), which the CaD-Inst builder reads like the original files (configs
+``phase1``, ``phase2``; ``--add`` puts phase 2 beside an earlier phase-1 export), and
+``cadvi_provenance.json``: what the rows were generated with (model, backend, template and its hash,
+sampling, input files, caption sources), read from the run's manifest and records. The dataset card
+of a build from this folder states those facts, not the original release's. Every row is checked with
+the same validator the builder uses before anything is written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from builders.conversations import phase1_conversation
-from builders.outputs import atomic_output_dir, refuse_output_over_sources
+from builders.outputs import MARKER, atomic_output_dir, refuse_output_over_sources
 from builders.release.origin import package_version
 from builders.release.validate import ProblemCollector, cadinst_row_problems
 from builders.runs import all_records, read_manifest
+from prompts import render
 
 PHASE1_FILE = "json_files/phase1_instruct_data.json"
+PHASE2_FILE = "json_files/phase2_instruct_data.json"
 PROVENANCE = "cadvi_provenance.json"
 
 
@@ -31,25 +35,75 @@ def export_phase1(run: str | os.PathLike, out: str | os.PathLike, *, seed: int =
 
     Rows are ordered by pair id, so the export is the same whatever the shard layout was.
     """
+    records = _records(run, out)
+    rows = [
+        phase1_conversation(pair_id, tuple(r["images"]), tuple(r["captions"]), r["text"].strip(), seed=seed)
+        for pair_id, r in sorted(records.items())
+    ]
+    provenance = phase1_provenance(read_manifest(run), list(records.values()), seed=seed)
+    return _write(run, out, PHASE1_FILE, rows, provenance, overwrite=overwrite)
+
+
+def export_phase2(run: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False, add: bool = False) -> int:
+    """Write a phase-2 run's summaries as the release's phase-2 rows (one CaD turn each); returns the row count.
+
+    ``add``: put the phase-2 file into ``out``, an earlier ``cadvi export`` folder (phase 1), keeping its
+    files and adding phase 2 to its provenance, so one folder builds config ``all``.
+    """
+    records = _records(run, out)
+    rows = [
+        {
+            "id": pair_id,
+            "image": list(record["image_names"]),
+            "conversations": [
+                {"from": "human", "value": render("conversation_cad.jinja")},
+                {"from": "gpt", "value": record["text"].strip()},
+            ],
+        }
+        for pair_id, record in sorted(records.items())
+    ]
+    phase = _phase_facts(read_manifest(run), len(records), "phase2")
+    phase["mode"] = read_manifest(run)["identity"].get("mode")
+    phase["caption_sources"] = {"MIMIC-IT CGD annotations (refined)": len(records)}
+    provenance = _provenance({"phase2": phase})
+    if add:
+        earlier = read_provenance(out)
+        if earlier is None or not (Path(out) / PHASE1_FILE).is_file():
+            raise FileNotFoundError(f"--add: {str(out)!r} is not an earlier `cadvi export phase1` folder")
+        provenance["phases"] = {**earlier["phases"], **provenance["phases"]}
+    return _write(run, out, PHASE2_FILE, rows, provenance, overwrite=overwrite or add, keep=add)
+
+
+def _records(run: str | os.PathLike, out: str | os.PathLike) -> dict[str, dict]:
     refuse_output_over_sources(out, [run], what="export")
-    manifest = read_manifest(run)
     records: dict[str, dict] = {}
     for record in all_records(run):
         records.setdefault(record["pair_id"], record)
     if not records:
         raise FileNotFoundError(f"no valid records in {str(run)!r} (records/shard-*.jsonl)")
-    rows = [
-        phase1_conversation(pair_id, tuple(r["images"]), tuple(r["captions"]), r["text"].strip(), seed=seed)
-        for pair_id, r in sorted(records.items())
-    ]
+    return records
+
+
+def _write(
+    run: str | os.PathLike,
+    out: str | os.PathLike,
+    name: str,
+    rows: list[dict[str, Any]],
+    provenance: dict[str, Any],
+    *,
+    overwrite: bool,
+    keep: bool = False,
+) -> int:
+    """Check every row with the builder's validator, then write ``name`` and the provenance atomically."""
     problems = ProblemCollector()
     for number, row in enumerate(rows, start=1):
         problems.add_all(f"{run} (pair {row['id']})", number, cadinst_row_problems(row))
     problems.raise_if_any()
-    provenance = phase1_provenance(manifest, list(records.values()), seed=seed)
     with atomic_output_dir(Path(out), overwrite=overwrite, sources=[run], kind="export") as staging:
-        path = staging / PHASE1_FILE
-        path.parent.mkdir(parents=True)
+        if keep:  # the earlier export's files come along (its marker is rewritten by atomic_output_dir)
+            shutil.copytree(out, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MARKER))
+        path = staging / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return len(rows)
@@ -57,30 +111,33 @@ def export_phase1(run: str | os.PathLike, out: str | os.PathLike, *, seed: int =
 
 def phase1_provenance(manifest: dict[str, Any], records: list[dict[str, Any]], *, seed: int) -> dict[str, Any]:
     """What a card may say about regenerated phase-1 rows: facts of the run, never a local path."""
-    identity = manifest["identity"]
     images: dict[str, str] = {}
     for record in records:
         for name, source in zip(record["images"], record.get("sources") or [None, None], strict=False):
             images.setdefault(name, source or "unknown")
+    phase = _phase_facts(manifest, len(records), "phase1")
+    phase["system_prompt"] = manifest["identity"].get("system_prompt") is not None
+    phase["caption_sources"] = dict(Counter(images.values()).most_common())
+    phase["turn2_seed"] = seed
+    return _provenance({"phase1": phase})
+
+
+def _phase_facts(manifest: dict[str, Any], rows: int, stage: str) -> dict[str, Any]:
+    identity = manifest["identity"]
     return {
-        "kind": "regenerated",
-        "phases": {
-            "phase1": {
-                "rows": len(records),
-                "stage": identity.get("stage", "phase1"),
-                "model": public_model_name(str(identity.get("model"))),
-                "backend": identity.get("backend"),
-                "template": Path(str(identity.get("template"))).name,
-                "template_sha256": identity.get("template_sha256"),
-                "sampling": identity.get("sampling"),
-                "system_prompt": identity.get("system_prompt") is not None,
-                "inputs": [{"file": Path(i["path"]).name, "sha256": i["sha256"]} for i in manifest["inputs"]],
-                "caption_sources": dict(Counter(images.values()).most_common()),
-                "turn2_seed": seed,
-            }
-        },
-        "tool": {"name": "cad-vi", "version": package_version()},
+        "rows": rows,
+        "stage": identity.get("stage", stage),
+        "model": public_model_name(str(identity.get("model"))),
+        "backend": identity.get("backend"),
+        "template": Path(str(identity.get("template"))).name,
+        "template_sha256": identity.get("template_sha256"),
+        "sampling": identity.get("sampling"),
+        "inputs": [{"file": Path(i["path"]).name, "sha256": i["sha256"]} for i in manifest["inputs"]],
     }
+
+
+def _provenance(phases: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "regenerated", "phases": phases, "tool": {"name": "cad-vi", "version": package_version()}}
 
 
 def public_model_name(model: str) -> str:

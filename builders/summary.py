@@ -40,10 +40,12 @@ _AXIS_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 @dataclass(frozen=True)
 class AxisItem:
-    """One item of a section: its axis (None when unlabelled) and its text without the label."""
+    """One item of a section: its axis (None when unlabelled), its text without the label, and the label as the
+    model wrote it (phase 2 keeps free-form labels such as ``Food:``; not part of equality)."""
 
     axis: str | None
     text: str
+    label: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def split_items(section: str) -> list[AxisItem]:
             continue
         label = _LABEL.match(text)
         if label and len(label.group(1).split()) <= 6:
-            items.append(AxisItem(normalize_axis(label.group(1)), text[label.end() :].strip()))
+            written = label.group(1).strip()
+            items.append(AxisItem(normalize_axis(written), text[label.end() :].strip(), written))
         else:
             items.append(AxisItem(None, text))
     return items
@@ -149,6 +152,16 @@ def check_summary(
     if not _IMAGE_1.search(text) or not _IMAGE_2.search(text):
         return None, "does not refer to both images ('Image 1' and 'Image 2')"
     return summary, None
+
+
+def structured_with_labels(summary: CadSummary) -> dict[str, object]:
+    """:func:`structured` plus each difference's ``label`` as written (None when unlabelled): phase 2's form."""
+    return {
+        "commonalities": summary.commonalities,
+        "differences": [
+            {"label": item.label, "axis": item.axis, "text": item.text} for item in summary.difference_items
+        ],
+    }
 
 
 def structured(summary: CadSummary) -> dict[str, object]:

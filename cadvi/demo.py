@@ -2,7 +2,8 @@
 
 Localized-Narratives-style captions (ours) -> spaCy nouns -> noun-overlap pairs -> phase-1
 generation through the transformers backend -> two-turn conversations -> the CaD-Inst Hub
-layout -> ``datasets.load_dataset`` with stand-in images; CaD-QA from its bundled sample.
+layout -> ``datasets.load_dataset`` with stand-in images; CaD-QA from its bundled sample; then the
+CaD-VI loop on tiny stand-ins (train V1 -> phase 2 with V1 -> train V2 -> lmms-eval, V1 beside V2).
 """
 
 from __future__ import annotations
@@ -63,12 +64,13 @@ def draw_stand_in_images(names: Iterable[str], root: Path, size: int = 64) -> in
 
 
 def run(
-    workdir: Path | None = None, console: Console | None = None, model: str | None = None
+    workdir: Path | None = None, console: Console | None = None, model: str | None = None, loop: bool = True
 ) -> dict[str, datasets.Dataset]:
     """Run the demo in ``workdir`` (a temporary folder by default); returns the loaded datasets.
 
     captions -> nouns -> pairs -> generation (transformers backend) -> conversations -> CaD-Inst
-    build -> ``load_dataset``; CaD-QA is built from its bundled sample.
+    build -> ``load_dataset``; CaD-QA is built from its bundled sample. ``loop``: then the CaD-VI loop on
+    tiny stand-ins (:mod:`cadvi.demo_loop`: train V1 -> phase 2 with V1 -> train V2 -> lmms-eval V1 vs V2).
     """
     console = console or Console()
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="cadvi-demo-"))
@@ -155,6 +157,10 @@ def run(
         card = workdir / "hub" / folder / "README.md"
         console.print(f"[bold]{folder}[/bold] card: {card}")
         console.print(_statistics_excerpt(card.read_text()))
+    if loop:
+        from cadvi.demo_loop import run_loop_demo
+
+        run_loop_demo(workdir, workdir / "release", images, console)
     console.print("[green]demo finished[/green]: the Hub folders above are what `cadvi publish` uploads")
     return loaded
 

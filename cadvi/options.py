@@ -193,6 +193,8 @@ def backend_from(args: argparse.Namespace):
         if not args.base_url:
             raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         options = {"base_url": args.base_url, "api_key_env": args.api_key_env, "max_concurrency": args.max_concurrency}
+        if getattr(args, "image_max_side", None):
+            options["max_image_side"] = args.image_max_side
     else:
         check_model_reference(args.model)
         if args.backend == "transformers":

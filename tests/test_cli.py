@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -86,3 +87,14 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     )
     assert exported.num_rows == valid
     assert all(row[1]["value"].startswith("Commonalities:") for row in exported["conversations"])
+    # The loop on tiny stand-ins: V1 -> phase 2 with V1 -> V2 -> lmms-eval, V1 beside V2, traced in loop.json.
+    assert "TINY STAND-INS" in out and "V1 (phase 1)" in out and "V2 (phase 1 + phase 2)" in out
+    steps = json.loads((tmp_path / "loop" / "loop.json").read_text())["steps"]
+    assert list(steps) == ["v1", "phase2", "v2", "eval-V1", "eval-V2"]
+    assert steps["phase2"]["produced_by"]["model"] == steps["v1"]["outputs"]["model"]
+    assert all(len(digest) == 64 for digest in steps["v2"]["inputs"].values())
+    assert {"bison"} == set(steps["eval-V1"]["outputs"]["scores"]) == set(steps["eval-V2"]["outputs"]["scores"])
+    phase2 = datasets.load_dataset(
+        str(tmp_path / "loop" / "phase2" / "release"), data_files="json_files/*.json", split="train"
+    )
+    assert phase2.num_rows == steps["phase2"]["outputs"]["rows"] > 0

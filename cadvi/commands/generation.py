@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cadvi.commands import phase2
 from cadvi.options import (
     EXIT_INCOMPLETE,
     HelpFormatter,
@@ -119,13 +120,18 @@ def register(commands: Any) -> None:
     run.add_argument("--num-shards", type=positive_int, default=1, help="processes or machines sharing the run")
     run.add_argument("--shard-index", type=non_negative_int, default=0, help="this process's shard, 0-based")
 
+    phase2.register_stage(stages, run_locally)
+
     export = add_command(commands, "export", _export, "a run folder -> the release layout the builder reads")
-    export.add_argument("stage", choices=["phase1"], help="the generation stage of --run")
+    export.add_argument("stage", choices=["phase1", "phase2"], help="the generation stage of --run")
     export.add_argument("--run", required=True, type=input_folder, help="run folder of `cadvi generate`")
     export.add_argument("--out", required=True, type=Path, help="release folder to write (atomically)")
     export.add_argument("--seed", type=int, default=0, help="seed of the turn-2 caption choice")
     export.add_argument(
         "--overwrite", action="store_true", help="replace an output folder that an earlier cadvi export wrote"
+    )
+    export.add_argument(
+        "--add", action="store_true", help="phase2: add to an earlier phase-1 export folder (one folder, config all)"
     )
 
     tiny = add_command(commands, "tiny-model", _tiny_model, "build a tiny stand-in chat model for offline trials")
@@ -214,8 +220,8 @@ def parse_bins(text: str):
 
 def _generate(args: argparse.Namespace) -> int:
     from builders.pair_file import read_pairs
-    from builders.phase1 import Phase1Settings, phase1_identity, run_phase1
-    from builders.runs import InputFile, check_run_folder
+    from builders.phase1 import Phase1Settings, Phase1Task
+    from builders.runs import InputFile
     from builders.summary import SummaryBounds
 
     if args.shard_index >= args.num_shards:
@@ -232,15 +238,23 @@ def _generate(args: argparse.Namespace) -> int:
     inputs = [InputFile.of(args.pairs)]
     if args.engine == "ray":
         return _generate_on_ray(args, pairs, settings, inputs)
+    return run_locally(args, Phase1Task(settings), pairs, inputs)
+
+
+def run_locally(args: argparse.Namespace, task: Any, items: Any, inputs: list) -> int:
+    """Run ``task`` over ``items`` with the backend the options ask for, in ``--out``, this process's shard."""
+    from builders.generate import run_identity, run_task
+    from builders.runs import check_run_folder
+
     # Everything that can refuse the run is checked before the model loads.
-    check_run_folder(args.out, phase1_identity(settings, args.backend, args.model), inputs, extend=args.extend)
+    check_run_folder(args.out, run_identity(task, args.backend, args.model), inputs, extend=args.extend)
     backend = backend_from(args)
     try:
-        summary = run_phase1(
-            pairs,
+        summary = run_task(
+            task,
+            items,
             backend,
             args.out,
-            settings,
             num_shards=args.num_shards,
             shard_index=args.shard_index,
             inputs=inputs,
@@ -291,11 +305,16 @@ def _finished(summary) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from builders.export import export_phase1
+    from builders.export import export_phase1, export_phase2
 
-    rows = export_phase1(args.run, args.out, seed=args.seed, overwrite=args.overwrite)
+    if args.stage == "phase2":
+        rows = export_phase2(args.run, args.out, overwrite=args.overwrite, add=args.add)
+    elif args.add:
+        raise ValueError("--add is for phase2 (it adds phase 2 to an earlier phase-1 export)")
+    else:
+        rows = export_phase1(args.run, args.out, seed=args.seed, overwrite=args.overwrite)
     console.print(
-        f"exported {rows:,} conversations to {args.out} (load with cadinst.load({str(args.out)!r}, 'phase1'))"
+        f"exported {rows:,} conversations to {args.out} (load with cadinst.load({str(args.out)!r}, {args.stage!r}))"
     )
     return 0
 
