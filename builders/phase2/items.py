@@ -40,8 +40,11 @@ class Phase2Item:
 
 def image_mime(data: bytes) -> str:
     """The MIME type of an encoded image, once it is known to decode; ``ValueError`` saying why otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
+    # lmms-eval sets ImageFile.LOAD_TRUNCATED_IMAGES = True for the whole process when it is imported; a
+    # truncated JPEG would then "decode". The check must not depend on who imported what first.
+    tolerant, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind = image.format or ""
@@ -53,6 +56,8 @@ def image_mime(data: bytes) -> str:
         raise ValueError(f"bytes are not an image (PIL knows no format starting {data[:8]!r})") from None
     except Exception as error:  # PIL reports corrupt data as OSError, SyntaxError, struct.error, ...
         raise ValueError(f"image bytes are corrupt ({type(error).__name__}: {error})") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
     mime = Image.MIME.get(kind)
     if mime is None:
         raise ValueError(f"image format {kind!r} has no MIME type")

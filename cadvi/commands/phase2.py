@@ -41,7 +41,9 @@ def register_stage(stages: Any, run_locally: Any) -> None:
         "--image-max-side",
         type=positive_int,
         default=336,
-        help="openai backend: images larger than this are resized before sending (the model's input size)",
+        help="openai backend: images whose longest side is larger are resized to it before sending; 336 is exact "
+        "for CaD-LLaVA's processor (pad to square, then 336 px); a processor that resizes the shortest side and "
+        "crops (llava-hf's own llava-1.5) would upsample such images: raise it for those",
     )
     run.add_argument("--num-shards", type=positive_int, default=1, help="processes or machines sharing the run")
     run.add_argument("--shard-index", type=int, default=0, help="this process's shard, 0-based")
