@@ -110,24 +110,36 @@ def read_captions(
         found = False
         for item in _read_file(path, fmt, problems, policy, long):
             found = True
-            current = chosen.get(item.image)
-            if current is None or (choose == "longest" and len(item.caption) > len(current.caption)):
-                chosen[item.image] = item
+            keep_caption(chosen, item, choose)
         if not found and not problems:
             problems.add(str(path), None, "no captions in this file")
     problems.raise_if_any()
-    if long:
-        verb = "skipped" if policy.long_captions == "skip" else f"truncated to {policy.max_chars:,} characters"
-        more = f" and {len(long) - LONG_SHOWN} more" if len(long) > LONG_SHOWN else ""
-        logger.warning(
-            "%d captions over %s characters %s: %s%s",
-            len(long),
-            f"{policy.max_chars:,}",
-            verb,
-            ", ".join(long[:LONG_SHOWN]),
-            more,
-        )
+    warn_long_captions(long, policy, "captions")
     return list(chosen.values())
+
+
+def keep_caption(chosen: dict[str, ImageCaption], item: ImageCaption, choose: Choose) -> None:
+    """One caption per image: the first one read, or the longest (``choose``)."""
+    current = chosen.get(item.image)
+    if current is None or (choose == "longest" and len(item.caption) > len(current.caption)):
+        chosen[item.image] = item
+
+
+def warn_long_captions(long: list[str], policy: LengthPolicy, what: str) -> None:
+    """One warning for the captions over the length bound that were skipped or truncated (``long``: where)."""
+    if not long:
+        return
+    verb = "skipped" if policy.long_captions == "skip" else f"truncated to {policy.max_chars:,} characters"
+    more = f" and {len(long) - LONG_SHOWN} more" if len(long) > LONG_SHOWN else ""
+    logger.warning(
+        "%d %s over %s characters %s: %s%s",
+        len(long),
+        what,
+        f"{policy.max_chars:,}",
+        verb,
+        ", ".join(long[:LONG_SHOWN]),
+        more,
+    )
 
 
 def _read_file(

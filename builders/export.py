@@ -21,12 +21,15 @@ from typing import Any
 from builders.conversations import phase1_conversation
 from builders.outputs import MARKER, atomic_output_dir, refuse_output_over_sources
 from builders.release.origin import package_version
-from builders.release.validate import ProblemCollector, cadinst_row_problems
+from builders.release.validate import ProblemCollector, cadinst_row_problems, cadqa_row_problems
 from builders.runs import all_records, read_manifest
 from prompts import render
 
 PHASE1_FILE = "json_files/phase1_instruct_data.json"
 PHASE2_FILE = "json_files/phase2_instruct_data.json"
+CADQA_FILE = "json_files/CaD_QA_eval.jsonl"
+CADQA_SCOPES = "question_scopes.json"
+CADQA_STATISTICS = "statistics.md"
 PROVENANCE = "cadvi_provenance.json"
 
 
@@ -74,6 +77,43 @@ def export_phase2(run: str | os.PathLike, out: str | os.PathLike, *, overwrite: 
     return _write(run, out, PHASE2_FILE, rows, provenance, overwrite=overwrite or add, keep=add)
 
 
+def export_cadqa(
+    run: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    official: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> int:
+    """A CaD-QA stage-2 run -> ``json_files/CaD_QA_eval.jsonl`` in the official shape, one Q&A per pair.
+
+    Beside it: ``question_scopes.json`` (each question about ``one`` image or ``both``) and the provenance,
+    which holds the statistics of the rows and, with ``official`` (the official file), the official
+    file's, so the dataset card can show them side by side; ``statistics.md`` is that table.
+    """
+    from builders.cadqa_stats import is_single_image_question, official_statistics, qa_statistics, statistics_table
+    from builders.cadqa_task import official_row
+
+    records = _records(run, out)
+    rows = [official_row(record, seed) for _, record in sorted(records.items())]
+    phase = _phase_facts(read_manifest(run), len(rows), "cadqa")
+    phase["pick_seed"] = seed
+    phase["caption_sources"] = {"captions + CaD summaries (stage 1)": len(rows)}
+    provenance = _provenance({"cadqa": phase})
+    provenance["statistics"] = {"ours": qa_statistics(rows)}
+    if official is not None:
+        provenance["statistics"]["official"] = official_statistics(official)
+    scopes = {
+        row["question_id"]: "one" if is_single_image_question(row["text"].split("\n", 2)[2]) else "both" for row in rows
+    }
+    extra = {CADQA_SCOPES: json.dumps(scopes, indent=1) + "\n"}
+    if official is not None:  # how close the regeneration is, as a table (the card shows the same figures)
+        extra[CADQA_STATISTICS] = statistics_table(
+            provenance["statistics"]["ours"], provenance["statistics"]["official"]
+        )
+    return _write(run, out, CADQA_FILE, rows, provenance, overwrite=overwrite, lines=True, extra=extra)
+
+
 def _records(run: str | os.PathLike, out: str | os.PathLike) -> dict[str, dict]:
     refuse_output_over_sources(out, [run], what="export")
     records: dict[str, dict] = {}
@@ -93,18 +133,29 @@ def _write(
     *,
     overwrite: bool,
     keep: bool = False,
+    lines: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> int:
-    """Check every row with the builder's validator, then write ``name`` and the provenance atomically."""
+    """Check every row with the builder's validator, then write ``name`` (a JSON array, or JSON Lines with
+    ``lines``), ``extra`` files and the provenance, atomically."""
     problems = ProblemCollector()
     for number, row in enumerate(rows, start=1):
-        problems.add_all(f"{run} (pair {row['id']})", number, cadinst_row_problems(row))
+        if lines:
+            problems.add_all(f"{run} (pair {row['question_id']})", number, cadqa_row_problems(row))
+        else:
+            problems.add_all(f"{run} (pair {row['id']})", number, cadinst_row_problems(row))
     problems.raise_if_any()
     with atomic_output_dir(Path(out), overwrite=overwrite, sources=[run], kind="export") as staging:
         if keep:  # the earlier export's files come along (its marker is rewritten by atomic_output_dir)
             shutil.copytree(out, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MARKER))
         path = staging / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        if lines:
+            path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+        else:
+            path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        for extra_name, text in (extra or {}).items():
+            (staging / extra_name).write_text(text, encoding="utf-8")
         (staging / PROVENANCE).write_text(json.dumps(provenance, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return len(rows)
 

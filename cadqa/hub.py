@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 
+from builders.export import read_provenance
 from builders.outputs import refuse_output_over_sources
 from builders.release.card import describe_origin, size_category
 from builders.release.hub import CardSection, HubConfig, build_hub_folder
@@ -48,12 +49,18 @@ def build(
     files = source_files(source, revision=revision, shape=shape)
     dataset = load(source, revision=revision, shape=shape, cache_dir=cache_dir)
 
+    local = Path(source).expanduser()
+    provenance = read_provenance(local) if local.is_dir() else None
+
     def sections(plots: Path) -> list[CardSection]:
-        return [question_section(dataset, plots)]
+        found = [question_section(dataset, plots)]
+        if provenance and provenance.get("statistics", {}).get("official"):
+            found.append(comparison_section(provenance["statistics"]))
+        return found
 
     if revision is None and str(source) == HUB_REPO:
         revision = HUB_REVISION
-    origin = describe_origin(source, files, revision=revision)
+    origin = describe_origin(source, files, revision=revision, provenance=provenance)
     # The official file is known by its bytes, wherever it lies (a local copy, the Hub's jsonl).
     official = origin.is_release or all(f.shape == "jsonl" and file_sha256(f.path) == CADQA_SHA256 for f in files)
     if official and not origin.is_release:
@@ -79,6 +86,31 @@ def build(
         sources=[source],
     )
     return dataset
+
+
+def comparison_section(statistics: dict) -> CardSection:
+    """These questions beside the official file's (``cadvi export cadqa --official``): how close a regeneration is."""
+    ours, official = statistics["ours"], statistics["official"]
+
+    def share(stats: dict, key: str) -> str:
+        entry = stats[key]
+        return f"{entry['count']:,} ({100 * entry['count'] / max(stats['rows'], 1):.1f}%)"
+
+    rows = [("questions", lambda s: f"{s['rows']:,}")]
+    rows += [("question words (mean)", lambda s: f"{s['question_words']['mean']:.1f}")]
+    rows += [("answer words (mean)", lambda s: f"{s['answer_words']['mean']:.1f}")]
+    rows += [("single-image questions", lambda s: share(s, "single_image"))]
+    rows += [
+        (label, lambda s, key=key: share(s, key))
+        for label, key in (
+            ("answers naming Image 1/Image 2", "answers_naming_image_1_2"),
+            ("answers starting with Yes", "answers_yes"),
+            ("answers starting with No", "answers_no"),
+        )
+    ]
+    rows += [("top opening word", lambda s: s["openings"]["first_word"][0]["text"])]
+    table = [(label, f"ours {value(ours)} · official {value(official)}") for label, value in rows]
+    return CardSection(title="compared with the official file", table=table, plots=[])
 
 
 def question_section(dataset: datasets.Dataset, plots: Path) -> CardSection:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cadvi.commands import phase2
+from cadvi.commands import cadqa_gen, phase2
 from cadvi.options import (
     EXIT_INCOMPLETE,
     HelpFormatter,
@@ -121,14 +121,19 @@ def register(commands: Any) -> None:
     run.add_argument("--shard-index", type=non_negative_int, default=0, help="this process's shard, 0-based")
 
     phase2.register_stage(stages, run_locally)
+    cadqa_gen.register_stage(stages, run_locally)
+    cadqa_gen.register_captions(commands)
 
     export = add_command(commands, "export", _export, "a run folder -> the release layout the builder reads")
-    export.add_argument("stage", choices=["phase1", "phase2"], help="the generation stage of --run")
+    export.add_argument("stage", choices=["phase1", "phase2", "cadqa"], help="the generation stage of --run")
     export.add_argument("--run", required=True, type=input_folder, help="run folder of `cadvi generate`")
     export.add_argument("--out", required=True, type=Path, help="release folder to write (atomically)")
     export.add_argument("--seed", type=int, default=0, help="seed of the turn-2 caption choice")
     export.add_argument(
         "--overwrite", action="store_true", help="replace an output folder that an earlier cadvi export wrote"
+    )
+    export.add_argument(
+        "--official", type=input_file, help="cadqa: the official CaD_QA_eval.jsonl, for statistics side by side"
     )
     export.add_argument(
         "--add", action="store_true", help="phase2: add to an earlier phase-1 export folder (one folder, config all)"
@@ -305,8 +310,12 @@ def _finished(summary) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from builders.export import export_phase1, export_phase2
+    from builders.export import export_cadqa, export_phase1, export_phase2
 
+    if args.stage == "cadqa":
+        rows = export_cadqa(args.run, args.out, seed=args.seed, official=args.official, overwrite=args.overwrite)
+        console.print(f"exported {rows:,} questions to {args.out} (build with cadvi build cadqa --source {args.out})")
+        return 0
     if args.stage == "phase2":
         rows = export_phase2(args.run, args.out, overwrite=args.overwrite, add=args.add)
     elif args.add:

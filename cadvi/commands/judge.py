@@ -18,7 +18,9 @@ from rich.console import Console
 from builders.judge import JudgeItem, JudgeTask, RatingSummary, identity_folder, judge, read_predictions
 from builders.outputs import check_output_file, refuse_output_over_sources
 from builders.release.sources import write_jsonl
+from cadvi.commands.calibrate import register_calibrate
 from cadvi.options import (
+    Parser,
     add_command,
     add_llm_arguments,
     backend_from,
@@ -51,10 +53,18 @@ def register(commands: Any) -> None:
     judge.add_argument("--retries", type=non_negative_int, default=1, help="asks again after an unreadable rating")
     judge.add_argument("--template", default="judge_cadqa.jinja", help="package template name or a .jinja file")
     judge.add_argument("--cache-dir", type=Path, help="datasets cache folder for --references")
+    register_calibrate(judge.add_subparsers(dest="judge_command", metavar="{calibrate}", parser_class=Parser))
+    for action in judge._actions:  # `cadvi judge calibrate` must not need the rating run's required options
+        if action.dest in ("predictions", "references", "model"):
+            action.required = False
 
 
 def _judge(args: argparse.Namespace) -> int:
     import cadqa
+
+    missing = [f"--{name}" for name in ("predictions", "references", "model") if getattr(args, name) is None]
+    if missing:
+        raise ValueError(f"cadvi judge needs {', '.join(missing)} (or: cadvi judge calibrate ...)")
 
     predictions = read_predictions(args.predictions)
     out = args.out or args.predictions.with_name(f"{args.predictions.stem}.judgements.jsonl")
