@@ -155,3 +155,35 @@ def run_cadvi(*args: str, cwd: Path, timeout: float = 300, **popen: Any) -> subp
         timeout=timeout,
         **popen,
     )
+
+
+def killed_and_rerun(command: list[str], run: Path, *, records: int = 2, poll: float = 0.02) -> tuple[set, Any]:
+    """Run a ``cadvi generate`` ``command``, SIGKILL its process group once its run folder holds ``records``
+    records, rerun it to the end; the pair ids recorded (each checked to be recorded at most once) and the
+    rejects per pair. The rerun must succeed and say it resumed."""
+    import signal
+    import time
+    from collections import Counter
+
+    from builders.runs import all_records
+
+    process = subprocess.Popen(
+        command, env=cadvi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    shard = run / "records" / "shard-00000-of-00001.jsonl"
+    deadline = time.monotonic() + 240
+    while (
+        time.monotonic() < deadline
+        and process.poll() is None
+        and (not shard.exists() or shard.read_bytes().count(b"\n") < records)
+    ):
+        time.sleep(poll)
+    assert process.poll() is None, f"finished before the kill: {process.stderr.read().decode()[-2000:]}"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    again = subprocess.run(command, env=cadvi_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already done" in again.stdout
+    done = Counter(record["pair_id"] for record in all_records(run))
+    assert set(done.values()) <= {1}, "a pair recorded twice"
+    return set(done), Counter(record["pair_id"] for record in all_records(run, "rejects"))

@@ -23,6 +23,7 @@ from cadvi.demo import draw_stand_in_images, stand_in_model
 from cadvi.demo_model import build_parrot
 from tests.conftest import CADQA_OFFICIAL, shared_file
 from tests.llm_fixtures import running_server
+from tests.recipe_fixtures import killed_and_rerun
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONS = [
@@ -227,12 +228,8 @@ def test_stage2_over_http_against_transformers_serve(tmp_path):
 
 @pytest.mark.slow
 def test_cadvi_generate_cadqa_killed_and_rerun_does_every_pair_once(tmp_path):
-    import signal
-    import time
-
     from builders.cadqa_task import qa_items
     from builders.pair_file import write_pairs
-    from tests.recipe_fixtures import cadvi_env
 
     colours = ["red", "blue", "green", "white", "black", "yellow", "brown", "grey", "pink", "orange", "purple", "tan"]
     pairs = [
@@ -255,24 +252,5 @@ def test_cadvi_generate_cadqa_killed_and_rerun_does_every_pair_once(tmp_path):
     command = [sys.executable, "-m", "cadvi", "generate", "cadqa", "--pairs", str(tmp_path / "pairs.jsonl")]
     command += ["--summaries", str(tmp_path / "stage1"), "--out", str(tmp_path / "run"), "--model", str(qa_parrot)]
     command += ["--max-tokens", "300", "--temperature", "0", "--batch-size", "1"]
-    process = subprocess.Popen(
-        command, env=cadvi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    shard = tmp_path / "run" / "records" / "shard-00000-of-00001.jsonl"
-    deadline = time.monotonic() + 240
-    while (
-        time.monotonic() < deadline
-        and process.poll() is None
-        and (not shard.exists() or shard.read_bytes().count(b"\n") < 2)
-    ):
-        time.sleep(0.02)
-    assert process.poll() is None, f"finished before the kill: {process.stderr.read().decode()[-2000:]}"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    again = subprocess.run(command, env=cadvi_env(), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "already done" in again.stdout
-    done = Counter(record["pair_id"] for record in all_records(tmp_path / "run"))
-    rejected = Counter(record["pair_id"] for record in all_records(tmp_path / "run", "rejects"))
-    assert set(done.values()) <= {1}, "a pair recorded twice"
-    assert set(done) | {pair for pair, count in rejected.items() if count >= 3} == {item.pair_id for item in items}
+    done, rejected = killed_and_rerun(command, tmp_path / "run")
+    assert done | {pair for pair, count in rejected.items() if count >= 3} == {item.pair_id for item in items}

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,7 +15,7 @@ from builders.runs import all_records
 from cadvi.demo import CADINST_SAMPLE, draw_stand_in_images
 from cadvi.demo_loop import CGD_SAMPLE, tiny_recipe, tiny_start
 from tests.llm_fixtures import running_server
-from tests.recipe_fixtures import cadvi_env
+from tests.recipe_fixtures import killed_and_rerun
 
 SUMMARY = (
     "Commonalities:\nBoth images are photographs taken in daylight.\n\nDifferences:\n"
@@ -164,25 +159,6 @@ def test_cadvi_generate_phase2_killed_and_rerun_does_every_pair_once(v1, coco, t
     command = [sys.executable, "-m", "cadvi", "generate", "phase2", "--source", str(many), "--coco-root", str(coco)]
     command += ["--out", str(tmp_path / "run"), "--model", str(v1), "--max-tokens", "400", "--batch-size", "1"]
     command += ["--mode", "scratch"]
-    process = subprocess.Popen(
-        command, env=cadvi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    shard = tmp_path / "run" / "records" / "shard-00000-of-00001.jsonl"
-    deadline = time.monotonic() + 240
-    while (
-        time.monotonic() < deadline
-        and process.poll() is None
-        and (not shard.exists() or shard.read_bytes().count(b"\n") < 2)
-    ):
-        time.sleep(0.05)
-    assert process.poll() is None, f"finished before the kill: {process.stderr.read().decode()[-2000:]}"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    again = subprocess.run(command, env=cadvi_env(), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "already done" in again.stdout
-    done = Counter(record["pair_id"] for record in all_records(tmp_path / "run"))
-    rejected = Counter(record["pair_id"] for record in all_records(tmp_path / "run", "rejects"))
-    assert set(done.values()) <= {1}, "a pair recorded twice"
+    done, rejected = killed_and_rerun(command, tmp_path / "run", poll=0.05)
     pairs = {item.pair_id for item in read_cgd(many, coco_root=coco)}
-    assert set(done) | {pair for pair, count in rejected.items() if count >= 3} == pairs
+    assert done | {pair for pair, count in rejected.items() if count >= 3} == pairs
