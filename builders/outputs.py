@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -60,6 +61,33 @@ def check_output_file(out: PathLike, inputs: Iterable[PathLike | None] = ()) -> 
     if path.is_dir():
         raise IsADirectoryError(f"{str(out)!r} is a folder; give a file name to write")
     refuse_output_over_sources(path, inputs, what="output file")
+    return path
+
+
+def check_writable_folder(folder: PathLike, what: str) -> Path:
+    """Create ``folder`` and prove a file can be written in it, before any long work starts: a command that
+    would fail at its last step (an unwritable ``--out``) fails at its first, having written nothing."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cadvi-write-check-"):
+            pass
+    except OSError as error:
+        raise PermissionError(f"{folder}: cannot write the {what} there ({error.strerror or error})") from None
+    return folder
+
+
+def write_text_atomically(path: PathLike, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place: never half a file."""
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return path
 
 

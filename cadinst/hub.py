@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from builders.export import read_provenance
 from builders.outputs import refuse_output_over_sources
+from builders.release.audit import read_audit
 from builders.release.card import describe_origin, size_category
 from builders.release.hub import CardSection, HubConfig, build_hub_folder
 from builders.release.origin import CITATION, HUB_REPO, HUB_REVISION, package_version
@@ -37,6 +38,7 @@ def build(
     overwrite: bool = False,
     cache_dir: str | os.PathLike | None = None,
     license: str | None = None,
+    audit: str | os.PathLike | None = None,
 ) -> dict[str, datasets.Dataset]:
     """Build every phase found in ``source`` into ``out`` (configs ``phase1``, ``phase2``, ``all``).
 
@@ -45,6 +47,7 @@ def build(
     follows (MIT, ``other``, ``unknown``) unless ``license`` (an SPDX id or a Hub licence name) is given.
     """
     refuse_output_over_sources(out, [source], what="dataset build")  # before any work
+    report = read_audit(audit, dataset="cadinst") if audit is not None else None
     phases: dict[str, datasets.Dataset] = {}
     files = []
     for config in ("phase1", "phase2"):
@@ -90,10 +93,12 @@ def build(
             "rows": rows,
             "repo_id": repo_id,
             "citation": CITATION,
+            "audit": report,
         },
         sections=sections,
         overwrite=overwrite,
         sources=[source],
+        extra_files=report.files if report else None,
     )
     return phases
 

@@ -11,6 +11,7 @@ import datasets
 
 from builders.export import read_provenance
 from builders.outputs import refuse_output_over_sources
+from builders.release.audit import read_audit
 from builders.release.card import describe_origin, size_category
 from builders.release.hub import CardSection, HubConfig, build_hub_folder
 from builders.release.origin import CADQA_SHA256, CITATION, HUB_REPO, HUB_REVISION, package_version
@@ -39,6 +40,7 @@ def build(
     overwrite: bool = False,
     cache_dir: str | os.PathLike | None = None,
     license: str | None = None,
+    audit: str | os.PathLike | None = None,
 ) -> datasets.Dataset:
     """Build CaD-QA from ``source`` into ``out`` (one config, split ``test``).
 
@@ -46,6 +48,7 @@ def build(
     sha256 is the official one); its licence follows (MIT or ``unknown``) unless ``license`` is given.
     """
     refuse_output_over_sources(out, [source], what="dataset build")  # before any work
+    report = read_audit(audit, dataset="cadqa") if audit is not None else None
     files = source_files(source, revision=revision, shape=shape)
     dataset = load(source, revision=revision, shape=shape, cache_dir=cache_dir)
 
@@ -78,12 +81,14 @@ def build(
             "version": package_version(),
             "repo_id": repo_id,
             "citation": CITATION,
+            "audit": report,
             "origin": origin,
             "rows": len(dataset),
         },
         sections=sections,
         overwrite=overwrite,
         sources=[source],
+        extra_files=report.files if report else None,
     )
     return dataset
 

@@ -15,7 +15,7 @@ import sys
 
 from jinja2 import TemplateError
 
-from cadvi.commands import datasets, demo, generation, judge, loop, train
+from cadvi.commands import audit, datasets, demo, generation, images, judge, loop, train
 from cadvi.options import (
     EXIT_ERROR,
     EXIT_INCOMPLETE,
@@ -27,7 +27,7 @@ from cadvi.options import (
     verbosity_options,
 )
 
-COMMAND_GROUPS = (datasets, generation, judge, train, loop, demo)
+COMMAND_GROUPS = (datasets, generation, judge, train, loop, images, audit, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -182,6 +182,12 @@ def add_build_parser(datasets: Any, name: str, handler: Callable) -> argparse.Ar
         "--overwrite", action="store_true", help="replace an output folder that an earlier cadvi build wrote"
     )
     parser.add_argument("--cache-dir", type=Path, help="datasets cache folder (default: the datasets cache)")
+    parser.add_argument(
+        "--audit",
+        type=Path,
+        help="a `cadvi audit contamination` report (contamination.json or its folder): shipped under audit/ and "
+        "summarised in the card",
+    )
     return parser
 
 

@@ -304,6 +304,16 @@ def test_cli_llava_hf_on_cpu(bench_env: BenchFolders, tiny_llava: Path, tmp_path
     samples = sorted((tmp_path / "out").rglob("*_samples_bison.jsonl"))
     responses = [json.loads(line)["filtered_resps"] for line in samples[-1].read_text().splitlines()]
     assert len(responses) == limit and any(responses)
+    # The contamination audit rescores lmms-eval's own samples files: over all questions it gives lmms-eval's figures.
+    from eval_tasks.contamination.rescore import rescore
+
+    for task, names in expected_metrics.items():
+        (samples_file,) = (tmp_path / "out").rglob(f"*_samples_{task}.jsonl")
+        rows = {str(row["question_id"]): row for row in bench_env.rows[task]}
+        rescored = rescore(task, samples_file, rows, contaminated={next(iter(rows))})
+        for name in [n for n in names if n in rescored["all"]]:
+            assert rescored["all"][name] == metric(results, task, name), (task, name)
+        assert rescored["clean"]["accuracy"]["n"] + rescored["contaminated"]["accuracy"]["n"] == limit
 
 
 def known_answer_expectations() -> dict[tuple[str, str], tuple[float | None, int, int]]:

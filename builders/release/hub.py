@@ -9,7 +9,8 @@ maps each config to its parquet files and ``dataset_info:`` is generated from th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,13 @@ MAX_SHARD_BYTES = 256 * 1024 * 1024
 # Small row groups: ``datasets`` reads a parquet file one row group per batch, so ~100 MB
 # default groups set the peak memory of every later ``load_dataset``.
 ROW_GROUP_ROWS = 10_000
-UPLOAD_PATTERNS = ("README.md", "data/**/*.parquet", "plots/*.png")
+UPLOAD_PATTERNS = (
+    "README.md",
+    "data/**/*.parquet",
+    "plots/*.png",
+    "audit/contamination.json",
+    "audit/contamination.md",
+)
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,18 @@ def build_hub_folder(
     sections: Callable[[Path], list[CardSection]],
     overwrite: bool = False,
     sources: Sequence[str | Path] = (),
+    extra_files: Mapping[str, Path] | None = None,
 ) -> Path:
     """Write a complete Hub layout at ``out``, atomically (see :func:`builders.outputs.atomic_output_dir`).
 
     ``sections`` draws its plots into the folder it is given and returns the card's sections; ``sources``
-    are the files or folders read, which ``out`` must not be or contain.
+    are the files or folders read, which ``out`` must not be or contain; ``extra_files`` (name in ``out`` ->
+    file) are copied in (a contamination report).
     """
     with atomic_output_dir(out, overwrite=overwrite, sources=sources, kind="dataset build") as staging:
+        for name, source in (extra_files or {}).items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, staging / name)
         card_sections = sections(staging / "plots")
         for section in card_sections:
             section.plots[:] = [Path(p).relative_to(staging).as_posix() for p in section.plots]

@@ -32,6 +32,7 @@ def _build(args: argparse.Namespace) -> int:
         "cache_dir": args.cache_dir,
         "repo_id": args.repo_id,
         "license": args.license,
+        "audit": args.audit,
     }
     if args.dataset == "cadinst":
         import cadinst.hub
