@@ -79,7 +79,6 @@ SCHEMES: dict[str, Scheme] = {
 DATASET_SCHEMES: dict[str, tuple[str, ...]] = {
     "cadinst-phase1": ("coco2017", "openimages", "ade20k", "flickr30k"),
     "cadinst-phase2": ("coco2017", "coco2014", "cgd"),
-    "cgd": ("cgd", "coco2017"),
     "cadqa": ("vg",),
     "bison": ("coco2014",),
     "svo_probes": ("svo",),
@@ -139,8 +138,3 @@ class Links:
 
     def canonical(self, identity: str) -> str:
         return self._find(identity)
-
-    def aliases(self, identity: str) -> list[str]:
-        """Every identity joined with ``identity`` (itself included), sorted."""
-        root = self._find(identity)
-        return sorted({identity, *(other for other in self._parent if self._find(other) == root)})

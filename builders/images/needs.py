@@ -5,8 +5,8 @@ an image root: the CaD-Inst release (JSON arrays, or the Hub parquet with the li
 regenerated export, CaD-QA and the benchmark question files (JSON Lines), a LLaVA training mix. The
 names are kept as they are: they are the layout the builders' and tasks' ``image_roots`` expect.
 
-What each dataset's images are, and where a user gets the ones no source lists per image, is
-:data:`DATASETS`.
+Which naming schemes each dataset's names are read under is :data:`builders.images.identity.DATASET_SCHEMES`;
+where a user gets the images no source lists per image, :data:`MANUAL`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from builders.images.identity import UnknownImageError, identify, schemes_of
 from builders.release.sources import iter_json_records, iter_parquet_records, parquet_column_is_string, readable_file
 from builders.release.validate import ProblemCollector, UnsafeImageNameError, checked_relative_name
 
-__all__ = ["DATASETS", "MANUAL", "DatasetImages", "Need", "read_needs"]
+__all__ = ["MANUAL", "Need", "read_needs"]
 
 # Identity sources no annotation file maps to per-image URLs: where the user gets them instead.
 MANUAL: dict[str, str] = {
@@ -33,31 +33,6 @@ MANUAL: dict[str, str] = {
     "svo": "SVO-Probes names here are the CaD-VI authors' own 5-digit numbering, with no published mapping to the "
     "SVO-Probes image URLs (https://github.com/google-deepmind/svo_probes)",
     "ocrvqa": "OCR-VQA images come from its own download script (https://ocr-vqa.github.io/)",
-}
-
-
-@dataclass(frozen=True)
-class DatasetImages:
-    """A dataset as the fetcher and the audit see it: its naming schemes and where its images come from."""
-
-    name: str
-    images: str  # what they are, for messages and the README
-    benchmark: str | None = None  # the eval_tasks benchmark whose pinned question file is the default --data
-
-
-DATASETS: dict[str, DatasetImages] = {
-    d.name: d
-    for d in (
-        DatasetImages("cadinst-phase1", "Open Images v6, COCO 2017, ADE20K and Flickr30k images, in one flat folder"),
-        DatasetImages("cadinst-phase2", "COCO train2017 images, flat"),
-        DatasetImages("cadqa", "Visual Genome images under VG_100K/ and VG_100K_2/", "cadqa"),
-        DatasetImages("bison", "COCO val2014 images, flat", "bison"),
-        DatasetImages("svo_probes", "SVO-Probes images, flat (5-digit CaD-VI names)", "svo_probes"),
-        DatasetImages("nlvr2", "NLVR2 test1 images, flat", "nlvr2"),
-        DatasetImages("eqben", "EqBen images under eqbensd/, eqbenag/, ...", "eqben"),
-        DatasetImages("cola", "COLA multi-object images (Visual Genome), <group>_<vg id>.jpg", "cola"),
-        DatasetImages("llava", "a LLaVA-format training mix (coco/, gqa/, vg/, textvqa/, ocr_vqa/ folders)"),
-    )
 }
 
 

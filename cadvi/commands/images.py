@@ -13,6 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from builders.images.identity import DATASET_SCHEMES
+from cadvi.commands.audit import BENCHMARKS
 from cadvi.options import (
     EXIT_INCOMPLETE,
     HelpFormatter,
@@ -25,17 +27,7 @@ from cadvi.options import (
     report_error,
 )
 
-DATASET_NAMES = (
-    "cadinst-phase1",
-    "cadinst-phase2",
-    "cadqa",
-    "bison",
-    "svo_probes",
-    "nlvr2",
-    "eqben",
-    "cola",
-    "llava",
-)  # builders.images.needs.DATASETS (not imported: --help stays light)
+DATASET_NAMES = tuple(DATASET_SCHEMES)  # cadinst-phase1, ..., the benchmarks, llava
 ANNOTATION_OPTIONS = {
     "coco": "COCO annotation JSON (instances_/captions_/image_info_*.json): its images' coco_url",
     "visual-genome": "Visual Genome image_data.json: its images' url",
@@ -71,16 +63,13 @@ def register(commands: Any) -> None:
 
 
 def _data_files(args: argparse.Namespace) -> list[Path]:
-    from builders.images.needs import DATASETS
-
     if args.data:
         return list(args.data)
-    benchmark = DATASETS[args.dataset].benchmark
-    if benchmark is None:
+    if args.dataset not in BENCHMARKS:
         raise ValueError(f"{args.dataset}: give the file listing its images with --data")
     from eval_tasks.question_files import annotation_file
 
-    return [annotation_file(benchmark)]
+    return [annotation_file(args.dataset)]
 
 
 def _fetch(args: argparse.Namespace) -> int:

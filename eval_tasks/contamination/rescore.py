@@ -14,12 +14,13 @@ in the sample (``judge_rating``) and its mean is recomputed, as the task does, o
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from builders.judge import RatingSummary
+from builders.release.sources import iter_json_records
+from builders.release.validate import ProblemCollector
 
 __all__ = ["SamplesFileError", "rescore"]
 
@@ -31,23 +32,19 @@ class SamplesFileError(ValueError):
 def _samples(path: Path, id_field: str) -> Iterable[tuple[int, str, dict[str, Any]]]:
     """``(line, question_id, sample)``: the id from the per-sample result under ``id_field`` (lmms-eval 0.7 drops
     the ``doc`` from what it writes; an older samples file with its ``doc`` is read too)."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise SamplesFileError(f"{path}:{number}: not JSON ({error.msg})") from None
-            if not isinstance(sample, dict) or "filtered_resps" not in sample:
-                raise SamplesFileError(f"{path}:{number}: not an lmms-eval sample (no 'filtered_resps')")
-            result, doc = sample.get(id_field), sample.get("doc")
-            if isinstance(result, dict) and "question_id" in result:
-                yield number, str(result["question_id"]), sample
-            elif isinstance(doc, dict) and "question_id" in doc:
-                yield number, str(doc["question_id"]), sample
-            else:
-                raise SamplesFileError(f"{path}:{number}: no {id_field!r} result with a question_id: another task's?")
+    problems = ProblemCollector()
+    for number, sample in iter_json_records(path, problems):
+        if not isinstance(sample, dict) or "filtered_resps" not in sample:
+            raise SamplesFileError(f"{path}:{number}: not an lmms-eval sample (no 'filtered_resps')")
+        result, doc = sample.get(id_field), sample.get("doc")
+        if isinstance(result, dict) and "question_id" in result:
+            yield number, str(result["question_id"]), sample
+        elif isinstance(doc, dict) and "question_id" in doc:
+            yield number, str(doc["question_id"]), sample
+        else:
+            raise SamplesFileError(f"{path}:{number}: no {id_field!r} result with a question_id: another task's?")
+    if problems:  # a line that is not JSON
+        raise SamplesFileError(str(problems.problems[0]))
 
 
 def _response(sample: dict[str, Any]) -> str:
